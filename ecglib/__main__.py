@@ -1,0 +1,3 @@
+from ecglib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Command line: `python -m ecglib fetch | data summary | bench | build | runs`.
+
+Each subcommand imports its module lazily so that `--help` and `fetch` stay fast
+and do not import torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _fetch(args) -> int:
+    from ecglib import data
+
+    names = ["mitdb", "cinc2017"] if args.name == "all" else [args.name]
+    for name in names:
+        path = data.fetch(name)
+        print(f"{name}: ready in {path}")
+    return 0
+
+
+def _data_summary(args) -> int:
+    from ecglib import data
+
+    s = data.summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(data.format_summary(s))
+    return 0
+
+
+def _bench(args) -> int:
+    from ecglib import bench
+
+    return bench.main(args)
+
+
+def _build(args) -> int:
+    from ecglib import book
+
+    overrides = {name: value for name, value in (args.param or [])}
+    book.build(
+        profile=args.profile,
+        chapters=args.chapter or None,
+        overrides=overrides,
+        executor=args.executor,
+        fresh=args.fresh,
+        render=not args.no_render,
+    )
+    return 0
+
+
+def _runs(args) -> int:
+    from ecglib import experiments
+
+    df = experiments.list_runs()
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+    else:
+        print(df.to_string(index=False) if len(df) else "no stored runs")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ecglib", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fetch", help="download (or copy from ECGLIB_MIRROR) and verify a database")
+    f.add_argument("name", nargs="?", default="all", choices=["mitdb", "cinc2017", "all"])
+    f.set_defaults(func=_fetch)
+
+    d = sub.add_parser("data", help="data utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    s = dsub.add_parser("summary", help="records and class counts per split")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_data_summary)
+
+    b = sub.add_parser("bench", help="samples/s of the training loop against a bare PyTorch loop")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--device", default=None, help="cuda, mps or cpu (default: auto)")
+    b.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
+    b.set_defaults(func=_bench)
+
+    bu = sub.add_parser("build", help="execute chapters with papermill, then render the book")
+    bu.add_argument("--profile", default="default", help="a profile in params/ (smoke, default, full)")
+    bu.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
+    bu.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="override a chapter parameter (YAML value), e.g. -p seeds 5")
+    bu.add_argument("--executor", default=None, choices=["local", "process", "ray"])
+    bu.add_argument("--fresh", action="store_true", help="retrain even runs already in the store")
+    bu.add_argument("--no-render", action="store_true", help="execute chapters only")
+    bu.set_defaults(func=_build)
+
+    r = sub.add_parser("runs", help="list stored runs with their metrics")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_runs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # Bad input and missing data get one clear line; real bugs keep their traceback.
+        if isinstance(e, RuntimeError) and type(e).__name__ != "DataError":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
