@@ -1,0 +1,102 @@
+"""Verdicts on the claims C1-C13: computed in the chapters from stored runs, saved beside the store,
+and gathered by the conclusions chapter into the claims ledger.
+
+A chapter builds `Verdict`s from numbers it computed (never typed), shows them as boxes, and saves
+them; `load()` returns every saved verdict. Each verdict lists the run keys behind it, so every
+number in the ledger traces to stored runs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+VERDICTS = ("supported", "refuted", "depends", "inconclusive")
+CLAIMS = [f"C{i}" for i in range(1, 14)]
+# The claims of the seed thread (shared/seeds/README.md), shortened, and the chapters that test them.
+CLAIM_TEXT = {
+    "C1": "Deep LSTMs are harder to train than deep CNNs because gradients vanish across layers.",
+    "C2": "LSTMs overfit sequential data quickly, so they are kept shallow.",
+    "C3": "CNNs extract local features level by level; RNNs extract temporal features across time steps.",
+    "C4": "ECG is classified well from temporal features, so RNNs need less depth than CNNs.",
+    "C5": "LSTMs are prone to overfitting, partly because of vanishing gradients.",
+    "C6": "Convolution layers overfit like any trainable layer when parameters are many relative to the data.",
+    "C7": "A CNN needs several layers before its receptive field spans a temporal pattern; one LSTM layer suffices.",
+    "C8": "Vanishing gradients matter more across time steps within a layer than across stacked layers.",
+    "C9": "Regularised sequence models need not overfit; the layer count is driven by architecture.",
+    "C10": "An RNN layer has more parameters than a convolution layer.",
+    "C11": "RNN gates combine inputs multiplicatively; a CNN needs many layers to imitate that.",
+    "C12": "A conv + pooling front end feeding an RNN gets the CNN's speed and the RNN's temporal modelling.",
+    "C13": "The number of layers needed depends heavily on the problem.",
+}
+CLAIM_CHAPTERS = {
+    "C1": ["depth"], "C2": ["overfitting"], "C3": ["features"], "C4": ["features", "depth"],
+    "C5": ["overfitting"], "C6": ["overfitting"], "C7": ["features"], "C8": ["depth"], "C9": ["overfitting"],
+    "C10": ["features"], "C11": ["features"], "C12": ["hybrids"], "C13": ["depth"],
+}
+_BOX = {"supported": "tip", "refuted": "danger", "depends": "warning", "inconclusive": "note"}
+
+
+@dataclass
+class Verdict:
+    claim: str             # "C1" ... "C13"
+    chapter: str           # chapter file stem, e.g. "depth"
+    verdict: str           # one of VERDICTS
+    summary: str           # one or two sentences, numbers formatted from computed values
+    effect: str            # what `value` measures, e.g. "test macro-F1, LSTM depth 8 minus depth 2"
+    value: float
+    low: float
+    high: float
+    figure: str = ""       # label of the figure or table that shows the evidence
+    runs: list[str] = field(default_factory=list)  # store keys of the runs behind the numbers
+
+    def __post_init__(self):
+        if self.claim not in CLAIMS:
+            raise ValueError(f"unknown claim {self.claim!r}; valid: {', '.join(CLAIMS)}")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}; valid: {', '.join(VERDICTS)}")
+
+
+def fmt_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """'0.812 [0.790, 0.834]', or just the mean when there is no interval (one seed)."""
+    if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
+        return f"{mean:.{digits}f} (one seed, no CI)"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def ledger_dir() -> Path:
+    return Path(os.environ.get("ECGLIB_RESULTS", "results")) / "ledger"
+
+
+def show(verdicts: list[Verdict]) -> None:
+    for v in verdicts:
+        ref = f" (see {{numref}}`{v.figure}`)" if v.figure.startswith("fig-") or v.figure.startswith("tbl-") else ""
+        display(Markdown(
+            f":::{{admonition}} {v.claim}: {v.verdict}\n:class: {_BOX[v.verdict]}\n"
+            f"{v.summary}{ref}\n\n*{v.effect}:* {fmt_ci(v.value, v.low, v.high)} "
+            f"(mean over seeds, 95% CI; {len(v.runs)} runs)\n:::"
+        ))
+
+
+def save(chapter: str, verdicts: list[Verdict]) -> Path:
+    """Write the chapter's verdicts atomically; the conclusions chapter reads them all."""
+    d = ledger_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{chapter}.json"
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps([asdict(v) for v in verdicts], indent=1, allow_nan=True))
+    os.replace(tmp, path)
+    return path
+
+
+def load() -> pd.DataFrame:
+    rows = []
+    for p in sorted(ledger_dir().glob("*.json")):
+        rows += json.loads(p.read_text())
+    df = pd.DataFrame(rows, columns=[f for f in Verdict.__dataclass_fields__])
+    return df.sort_values("claim", key=lambda s: s.str[1:].astype(int)).reset_index(drop=True)

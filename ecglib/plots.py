@@ -1,0 +1,70 @@
+"""One look for every figure, family colours shared across chapters, provenance captions and CSV downloads.
+
+Every results figure or table in the book is followed by `provenance(...)`, so a reader can
+trace it to the stored runs (profile, seeds, device, commit, wall time).
+"""
+from __future__ import annotations
+
+import base64
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import HTML, Markdown, display
+
+# One colour per family, fixed, so "lstm" is the same colour in every chapter.
+FAMILY_ORDER = ["cnn", "rescnn", "tcn", "glucnn", "rnn", "lstm", "gru", "reslstm", "convlstm"]
+FAMILY_LABELS = {
+    "cnn": "plain CNN", "rescnn": "residual CNN", "tcn": "dilated CNN (TCN)", "glucnn": "gated CNN (GLU)",
+    "rnn": "vanilla RNN", "lstm": "LSTM", "gru": "GRU", "reslstm": "residual LSTM", "convlstm": "conv+pool → LSTM",
+}
+FAMILY_COLORS = dict(zip(FAMILY_ORDER, sns.color_palette("tab10", len(FAMILY_ORDER))))
+
+
+def theme() -> None:
+    """The book's single plotting style: readable at HTML column width."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=1.05)
+    plt.rcParams.update({
+        "figure.figsize": (8.0, 4.5), "figure.dpi": 110, "savefig.bbox": "tight",
+        "axes.titleweight": "bold", "legend.frameon": False,
+    })
+
+
+def ci_lines(ax, summary: pd.DataFrame, x: str, hue: str = "family", y: str = "mean",
+             low: str = "low", high: str = "high", logx: bool = False, labels: dict | None = None,
+             colors: dict | None = None, marker: str = "o") -> None:
+    """Mean line per `hue` group with its 95% CI as a band; `summary` comes from stats.summarise."""
+    labels = labels or FAMILY_LABELS
+    colors = colors or FAMILY_COLORS
+    for name, g in summary.groupby(hue, sort=False):
+        g = g.sort_values(x)
+        c = colors.get(name)
+        ax.plot(g[x], g[y], marker=marker, color=c, label=labels.get(name, str(name)))
+        if g[low].notna().any():
+            ax.fill_between(g[x], g[low], g[high], color=c, alpha=0.18, linewidth=0)
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(summary[x].unique()))
+        ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+
+
+def provenance(runs: pd.DataFrame, profile: str) -> None:
+    """Show where a figure's numbers come from, read from the stored runs behind it."""
+    if runs is None or len(runs) == 0:
+        display(Markdown("*Provenance: no stored runs.*"))
+        return
+    seeds = sorted(runs["seed"].unique()) if "seed" in runs else []
+    devices = ", ".join(sorted(map(str, runs["device"].dropna().unique()))) if "device" in runs else "?"
+    commits = ", ".join(sorted(map(str, runs["commit"].dropna().unique())))[:60] if "commit" in runs else "?"
+    wall = runs["wall_s"].sum() / 60 if "wall_s" in runs else float("nan")
+    display(Markdown(
+        f"<small>Provenance: profile `{profile}` · {len(runs)} stored runs · seeds {seeds} · "
+        f"device {devices} · commit {commits} · training wall time {wall:.1f} min</small>"
+    ))
+
+
+def table(df: pd.DataFrame, name: str, floatfmt: str = "{:.3f}") -> None:
+    """Show a table and a link that downloads it as CSV (embedded, so it survives any hosting)."""
+    display(df.style.format(floatfmt, subset=df.select_dtypes("float").columns).hide(axis="index"))
+    payload = base64.b64encode(df.to_csv(index=False).encode()).decode()
+    display(HTML(f'<a download="{name}.csv" href="data:text/csv;base64,{payload}">Download {name}.csv</a>'))

@@ -1,0 +1,90 @@
+"""The built book, loaded page by page in headless Chromium (Debian's `chromium`).
+
+Fails on an image that does not load, an internal link whose page or anchor is missing,
+an output cell that shows an error, or a JavaScript error on the page.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlparse
+
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"),
+]
+# Without these, Chromium keeps trying to reach Google's services from a closed network.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+CHECK_PAGE = """() => ({
+  badImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 120)),
+  links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+  ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+  errors: [...document.querySelectorAll('.cell_output .traceback, .cell_output .output.error')]
+            .map(e => e.textContent.slice(0, 200)),
+})"""
+
+
+@pytest.fixture(scope="module")
+def server(built_book: Path):
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _pages(root: Path) -> list[str]:
+    skip = {"_static", "_sources", "_images", "_sphinx_design_static"}
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.html") if not skip & set(p.parts))
+
+
+def test_every_page_loads_cleanly(built_book: Path, server: str):
+    pages = _pages(built_book)
+    assert "index.html" in pages
+    problems, seen, links = [], {}, []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        js_errors = []
+        page.on("pageerror", lambda e: js_errors.append(str(e)))
+        for rel in pages:
+            url = urljoin(server, rel)
+            js_errors.clear()
+            response = page.goto(url, wait_until="load")
+            if response is None or response.status != 200:
+                problems.append(f"{rel}: HTTP {response and response.status}")
+                continue
+            info = page.evaluate(CHECK_PAGE)
+            seen[urldefrag(page.url)[0]] = set(info["ids"])
+            problems += [f"{rel}: image did not load: {src}" for src in info["badImages"]]
+            problems += [f"{rel}: error output: {err}" for err in info["errors"]]
+            problems += [f"{rel}: JavaScript error: {err}" for err in js_errors]
+            links += [(rel, href) for href in info["links"]]
+        browser.close()
+
+    for rel, href in links:
+        target, fragment = urldefrag(href)
+        if urlparse(target).netloc != urlparse(server).netloc:
+            continue  # external links are not this book's to check
+        path = built_book / urlparse(target).path.lstrip("/")
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.exists():
+            problems.append(f"{rel}: broken link {href}")
+        elif fragment and target in seen and fragment not in seen[target]:
+            problems.append(f"{rel}: link to missing anchor {href}")
+    assert not problems, "\n".join(problems[:50])
