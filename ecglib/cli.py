@@ -104,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        # Bad input and missing data get one clear line; real bugs keep their traceback.
-        if isinstance(e, RuntimeError) and type(e).__name__ != "DataError":
+        # Bad input and missing data get one clear line (exit 2); a chapter that fails gets its
+        # cell and traceback tail (exit 1); anything else is a bug and keeps its full traceback.
+        kind = type(e).__name__
+        if kind == "ChapterError":
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        if isinstance(e, RuntimeError) and kind != "DataError":
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

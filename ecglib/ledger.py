@@ -79,7 +79,8 @@ def show(verdicts: list[Verdict]) -> None:
         display(Markdown(
             f":::{{admonition}} {v.claim}: {v.verdict}\n:class: {_BOX[v.verdict]}\n"
             f"{v.summary}{ref}\n\n*{v.effect}:* {fmt_ci(v.value, v.low, v.high)} "
-            f"(mean over seeds, 95% CI; {len(v.runs)} runs)\n:::"
+            + (f"(mean over seeds, 95% CI; {len(v.runs)} stored runs)" if v.runs else "(exact: no training involved)")
+            + "\n:::"
         ))
 
 

@@ -53,7 +53,7 @@ def provenance(runs: pd.DataFrame, profile: str) -> None:
     if runs is None or len(runs) == 0:
         display(Markdown("*Provenance: no stored runs.*"))
         return
-    seeds = sorted(runs["seed"].unique()) if "seed" in runs else []
+    seeds = sorted(int(s) for s in runs["seed"].unique()) if "seed" in runs else []
     devices = ", ".join(sorted(map(str, runs["device"].dropna().unique()))) if "device" in runs else "?"
     commits = ", ".join(sorted(map(str, runs["commit"].dropna().unique())))[:60] if "commit" in runs else "?"
     wall = runs["wall_s"].sum() / 60 if "wall_s" in runs else float("nan")

@@ -1,0 +1,221 @@
+"""Build the book: papermill executes each chapter with a profile's parameters (plus overrides),
+then jupyter-book renders the executed notebooks.
+
+    build("smoke")                                        # every chapter, CI-sized, then render
+    build(chapters=["depth"], overrides={"seeds": "5"})   # one chapter again, 5 seeds
+
+Chapters are MyST Markdown notebooks in chapters/; the ones with a `parameters` cell are executed
+into _executed/<name>.ipynb, which _toc.yml lists. Everything is validated before anything runs,
+so a typo costs a second, not a half-built book.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from ecglib.experiments import EXECUTORS
+
+ROOT = Path(__file__).resolve().parent.parent
+RESERVED = ("profile", "executor", "fresh")   # every notebook chapter declares these; build() sets them
+LOG_TAIL = 40
+
+
+class ChapterError(RuntimeError):
+    """A chapter's notebook failed; the message holds the failing cell's error."""
+
+
+def profiles(root=ROOT) -> list[str]:
+    return sorted(p.stem for p in (Path(root) / "params").glob("*.yml"))
+
+
+def load_profile(name: str, root=ROOT) -> dict[str, dict]:
+    """chapter -> {parameter: value}; an empty section means the chapter's defaults."""
+    valid = profiles(root)
+    if name not in valid:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(valid) or '(none in params/)'}")
+    path = Path(root) / "params" / f"{name}.yml"
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, (dict, type(None))) for v in data.values()):
+        raise ValueError(f"{path} must map chapter names to {{parameter: value}} sections")
+    return {chapter: section or {} for chapter, section in data.items()}
+
+
+def _toc_files(node) -> list[str]:
+    if isinstance(node, dict):
+        return ([node["file"]] if "file" in node else []) + [f for v in node.values() for f in _toc_files(v)]
+    if isinstance(node, list):
+        return [f for v in node for f in _toc_files(v)]
+    return []
+
+
+def _parameters(path: Path) -> list[str] | None:
+    """Names assigned in the notebook's `parameters` cell, or None for a plain page."""
+    import jupytext
+
+    for cell in jupytext.read(path).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            try:
+                body = ast.parse(cell.source).body
+            except SyntaxError as e:
+                raise ValueError(f"{path}: the parameters cell is not valid Python: {e}") from None
+            names = []
+            for node in body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+            return names
+    return None
+
+
+def notebook_chapters(root=ROOT) -> dict[str, list[str]]:
+    """Notebook chapters (name -> parameter names), in _toc.yml order."""
+    root = Path(root)
+    toc = yaml.safe_load((root / "_toc.yml").read_text()) if (root / "_toc.yml").exists() else {}
+    order = [Path(f).stem for f in _toc_files(toc)]
+    found = {}
+    for path in sorted((root / "chapters").glob("*.md"), key=lambda p: (order.index(p.stem) if p.stem in order
+                                                                            else len(order), p.stem)):
+        names = _parameters(path)
+        if names is None:
+            continue
+        missing = [r for r in RESERVED if r not in names]
+        if missing:
+            raise ValueError(f"{path}: the parameters cell must declare {', '.join(RESERVED)}; missing {missing}")
+        found[path.stem] = names
+    return found
+
+
+def _absolute_settings() -> None:
+    """Kernels run with cwd = the project root and inherit os.environ: relative paths must not move."""
+    os.environ["ECGLIB_DATA"] = str(Path(os.environ.get("ECGLIB_DATA", "data")).resolve())
+    os.environ["ECGLIB_RESULTS"] = str(Path(os.environ.get("ECGLIB_RESULTS", "results")).resolve())
+    if os.environ.get("ECGLIB_MIRROR"):
+        os.environ["ECGLIB_MIRROR"] = str(Path(os.environ["ECGLIB_MIRROR"]).resolve())
+
+
+def _yaml_value(name: str, value):
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ValueError(f"-p {name} {value!r}: not a YAML value ({str(e).splitlines()[0]})") from None
+
+
+def _plan(root: Path, profile: str, chapters, overrides, executor, fresh, render) -> tuple[list[str], dict[str, dict]]:
+    """Validate everything; return the chapters to execute and each one's parameters."""
+    available = notebook_chapters(root)
+    sections = load_profile(profile, root)
+    if executor is not None and executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    selected = list(available) if not chapters else list(dict.fromkeys(chapters))
+    unknown = [c for c in selected if c not in available]
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {', '.join(map(repr, unknown))}; valid chapters: "
+                         f"{', '.join(available) or '(no notebook chapters in chapters/)'}")
+    values = {k: _yaml_value(k, v) for k, v in (overrides or {}).items()}
+    reserved = [k for k in values if k in RESERVED]
+    if reserved:
+        raise ValueError(f"parameter(s) {reserved} are set by build itself: use --profile, --executor, --fresh")
+    valid = sorted({p for c in selected for p in available[c]} - set(RESERVED))
+    bad = [k for k in values if k not in valid]
+    if bad:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, bad))} for chapter(s) {', '.join(selected)}; "
+                         f"valid parameters: {', '.join(valid) or '(none)'}")
+    # Chapters not asked for still run if they were never executed and the book is rendered: it must render whole.
+    never_run = [c for c in available if render and c not in selected
+                 and not (root / "_executed" / f"{c}.ipynb").exists()]
+    run = [c for c in available if c in selected or c in never_run]
+    params = {}
+    for c in run:
+        section = sections.get(c, {})
+        stray = [k for k in section if k not in available[c] or k in RESERVED]
+        if stray:
+            raise ValueError(f"params/{profile}.yml, section {c}: unknown parameter(s) {stray}; valid parameters of "
+                             f"{c}: {', '.join(p for p in available[c] if p not in RESERVED)}")
+        params[c] = {**section, **{k: v for k, v in values.items() if k in available[c]},
+                     "profile": profile, "executor": executor or "local", "fresh": bool(fresh)}
+    return run, params
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def _write_json(path: Path, data) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
+    """papermill one chapter into _executed/<name>.ipynb; the failing cell's error becomes a ChapterError."""
+    import jupytext
+    import papermill as pm
+
+    root = Path(root)
+    out = root / "_executed" / f"{name}.ipynb"
+    out.parent.mkdir(exist_ok=True)
+    t0 = time.time()
+    try:
+        pm.execute_notebook(jupytext.read(root / "chapters" / f"{name}.md"), out, parameters=parameters,
+                            cwd=root, progress_bar=False,
+                            # ipykernel's start-up warning about TCP would otherwise land in the first cell's output
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except pm.PapermillExecutionError as e:
+        trace = _strip_ansi("\n".join(e.traceback)).strip().splitlines()[-LOG_TAIL:]
+        raise ChapterError(f"chapter {name!r} failed at In[{e.exec_count}]: {e.ename}: {e.evalue}\n"
+                           + "\n".join(trace) + f"\n(the partly executed notebook is {out})") from None
+    return time.time() - t0
+
+
+def render_book(root=ROOT) -> Path:
+    """jupyter-book build, warnings as errors; the log's tail on failure."""
+    root = Path(root)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else shutil.which("jupyter-book") or "jupyter-book",
+           "build", str(root), "-W", "--keep-going"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-LOG_TAIL:])
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}); last lines of its log:\n{tail}")
+    return root / "_build" / "html" / "index.html"
+
+
+def build(profile: str = "default", chapters=None, overrides=None, executor=None, fresh: bool = False,
+          render: bool = True, root=None) -> Path:
+    """Execute the chapters (all, or `chapters`) with `profile` + `overrides`, then render the book.
+
+    `overrides` maps parameter names to values; strings are read as YAML ("5" -> 5, "[1,2]" -> a list).
+    Returns the book's index.html (or the _executed folder when render=False)."""
+    root = Path(root or ROOT).resolve()
+    run, params = _plan(root, profile, chapters, overrides, executor, fresh, render)
+    _absolute_settings()
+    runtimes_path = root / "_executed" / "runtimes.json"
+    for i, name in enumerate(run, 1):
+        print(f"[{i}/{len(run)}] {name}: executing with the {profile} profile ...", flush=True)
+        seconds = execute_chapter(name, params[name], root)
+        runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
+        runtimes[name] = {"seconds": round(seconds, 1), "profile": profile,
+                          "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write_json(runtimes_path, runtimes)
+        print(f"[{i}/{len(run)}] {name}: done in {seconds:.0f} s", flush=True)
+    if not render:
+        return root / "_executed"
+    print("rendering with jupyter-book ...", flush=True)
+    index = render_book(root)
+    print(f"book: {index}", flush=True)
+    return index
+

@@ -1,0 +1,566 @@
+"""Data: where the databases live, fetching and verifying them, MIT-BIH beats, CinC 2017 records,
+splits, the array cache and the torch Dataset.
+
+Two PhysioNet databases (both ODC-By 1.0):
+- MIT-BIH Arrhythmia (`mitdb`): 48 half-hour two-lead records at 360 Hz with reference beat
+  annotations. We classify single beats into the five AAMI classes and evaluate inter-patient:
+  train on de Chazal's DS1 records, test on DS2, so no patient is seen in both.
+- PhysioNet/CinC Challenge 2017 (`cinc2017`): 8528 single-lead records of 9-61 s at 300 Hz, each
+  labelled Normal, AF, Other rhythm or Noisy. We classify whole records.
+
+`fetch` copies a database from ECGLIB_MIRROR (two tar.xz archives) or downloads it from PhysioNet,
+verifies every file against SHA-256 checksums and lays both sources out the same way, so the
+readers below have one path. Preprocessed arrays are cached under data_root()/cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import wfdb
+from scipy.signal import resample_poly
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
+
+# Bump when the layout or content of cached arrays changes, so old caches are not reused.
+FORMAT_VERSION = 1
+
+DATABASES = {"mitdb": "mitdb/1.0.0", "cinc2017": "challenge-2017/1.0.0"}
+MARKER = ".verified.json"
+
+AAMI_CLASSES = ["N", "S", "V", "F", "Q"]
+# AAMI EC57 grouping of the MIT-BIH beat symbols; every other symbol (rhythm changes '+', noise
+# '~', comments, ...) is not a beat and is skipped.
+AAMI = {
+    "N": "N", "L": "N", "R": "N", "e": "N", "j": "N",
+    "A": "S", "a": "S", "J": "S", "S": "S",
+    "V": "V", "E": "V",
+    "F": "F",
+    "/": "Q", "f": "Q", "Q": "Q",
+}
+CINC_CLASSES = ["N", "A", "O", "~"]
+
+# de Chazal et al. (2004) inter-patient lists; the paced records are in neither.
+DS1 = ("101 106 108 109 112 114 115 116 118 119 122 124 201 203 205 207 208 209 215 220 223 230").split()
+DS2 = ("100 103 105 111 113 117 121 123 200 202 210 212 213 214 219 221 222 228 231 232 233 234").split()
+PACED = ["102", "104", "107", "217"]
+
+VAL_RECORDS = 4            # DS1 records held out for validation (inter-patient) ...
+VAL_SHARE = (0.05, 0.5)    # ... holding at least 5% of DS1's S and V beats, at most half of its S, V, F
+CINC_TEST, CINC_VAL = 0.15, 0.15
+
+
+class DataError(RuntimeError):
+    """A database file is missing, corrupted or unreadable; the message names it and the fix."""
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("ECGLIB_DATA") or "data").expanduser()
+
+
+def _physionet_url() -> str:
+    return os.environ.get("ECGLIB_PHYSIONET_URL") or "https://physionet.org/files/"
+
+
+# ----------------------------------------------------------------------------- fetch and verify
+
+def fetch(name: str, root=None, mirror=None, progress: bool = True) -> Path:
+    """The verified database folder root/name, copying or downloading it first if needed.
+
+    A marker file records each file's size, mtime and checksum after a full verification, so a
+    second call only stats the files; a file that changed since is hashed again.
+    """
+    if name not in DATABASES:
+        raise ValueError(f"unknown database {name!r}; valid: {', '.join(DATABASES)}")
+    root = Path(root) if root is not None else data_root()
+    target = root / name
+    if (target / MARKER).exists():
+        _check_marker(target, name)
+        return target
+    if not target.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        mirror = mirror or os.environ.get("ECGLIB_MIRROR")
+        # Build in a temporary sibling and move it into place whole: an interrupted fetch never
+        # leaves a half-filled folder that looks finished.
+        with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}-") as tmp:
+            if mirror:
+                _from_mirror(name, Path(mirror), Path(tmp), progress)
+            else:
+                _from_physionet(name, Path(tmp) / name, progress)
+            try:
+                os.replace(Path(tmp) / name, target)
+            except OSError:
+                if not target.is_dir():   # else a parallel fetch got there first; verify its copy
+                    raise
+    _verify(target, name, progress)
+    return target
+
+
+def _fix(target: Path, name: str) -> str:
+    return f"delete {target} and run `python -m ecglib fetch {name}`"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _parse_sums(text: str) -> dict[str, str]:
+    """`sha256sum` output (one or two spaces, optional '*') -> {relative path: hex digest}."""
+    sums = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, path = line.strip().split(maxsplit=1)
+            sums[path.lstrip("*")] = digest.lower()
+    return sums
+
+
+def _verify(target: Path, name: str, progress: bool) -> None:
+    """Hash every file listed in target/SHA256SUMS.txt, then write the marker."""
+    sums_file = target / "SHA256SUMS.txt"
+    if not sums_file.exists():
+        raise DataError(f"{sums_file} is missing, so {target} cannot be verified: {_fix(target, name)}")
+    marker = {}
+    for rel, digest in tqdm(_parse_sums(sums_file.read_text()).items(), desc=f"verifying {name}",
+                            unit="file", disable=not progress):
+        path = target / rel
+        if not path.is_file():
+            raise DataError(f"{path} is missing: {_fix(target, name)}")
+        if _sha256(path) != digest:
+            raise DataError(f"{path} is corrupted (SHA-256 differs from {sums_file}): {_fix(target, name)}")
+        st = path.stat()
+        marker[rel] = [st.st_size, st.st_mtime_ns, digest]
+    # Atomic, so a parallel reader never sees half a marker.
+    with tempfile.NamedTemporaryFile("w", dir=target, suffix=".tmp", delete=False) as f:
+        json.dump(marker, f)
+    os.replace(f.name, target / MARKER)
+
+
+def _check_marker(target: Path, name: str) -> None:
+    for rel, (size, mtime_ns, digest) in json.loads((target / MARKER).read_text()).items():
+        path = target / rel
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise DataError(f"{path} is missing: {_fix(target, name)}") from None
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns) and _sha256(path) != digest:
+            raise DataError(f"{path} is corrupted (SHA-256 differs from when it was verified): "
+                            f"{_fix(target, name)}")
+
+
+def _from_mirror(name: str, mirror: Path, dest: Path, progress: bool) -> None:
+    """Check the archive against the mirror's SHA256SUMS, then extract it into dest."""
+    archive, sums_file = mirror / f"{name}.tar.xz", mirror / "SHA256SUMS"
+    for path in (archive, sums_file):
+        if not path.is_file():
+            raise DataError(f"{path} not found: check ECGLIB_MIRROR (a folder holding mitdb.tar.xz, "
+                            f"cinc2017.tar.xz and SHA256SUMS), or unset it to download from PhysioNet")
+    expected = _parse_sums(sums_file.read_text()).get(archive.name)
+    if expected is None:
+        raise DataError(f"{sums_file} has no line for {archive.name}: check ECGLIB_MIRROR")
+    if _sha256(archive) != expected:
+        raise DataError(f"{archive} is corrupted (SHA-256 differs from {sums_file}): check ECGLIB_MIRROR "
+                        f"or replace the archive")
+    safe_extract(archive, dest, progress)
+    if not (dest / name).is_dir():
+        raise DataError(f"{archive} has no top-level folder {name}/: check ECGLIB_MIRROR")
+
+
+def safe_extract(archive: Path, dest: Path, progress: bool = True) -> None:
+    """Extract a tar archive, refusing links, special files and paths that would leave dest."""
+    dest = Path(dest).resolve()
+    with tarfile.open(archive) as tar:
+        # Iterating reads the archive once; a refused member aborts with what came before it
+        # left in dest, which callers extract into a temporary folder anyway.
+        for member in tqdm(tar, desc=f"extracting {Path(archive).name}", unit="file", disable=not progress):
+            if member.issym() or member.islnk():
+                raise DataError(f"refusing to extract {archive}: member {member.name!r} is a link")
+            if not (member.isfile() or member.isdir()):
+                raise DataError(f"refusing to extract {archive}: member {member.name!r} is not a file or folder")
+            out = (dest / member.name).resolve()
+            if os.path.isabs(member.name) or (out != dest and dest not in out.parents):
+                raise DataError(f"refusing to extract {archive}: member {member.name!r} would land outside {dest}")
+            tar.extract(member, dest, filter="data")
+
+
+def _download(url: str) -> bytes:
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            raise DataError(f"{url}: HTTP {e.code}; check ECGLIB_PHYSIONET_URL or set ECGLIB_MIRROR") from None
+        except OSError as e:
+            if attempt == 2:
+                raise DataError(f"{url}: {e}; check your connection or ECGLIB_PHYSIONET_URL, "
+                                f"or set ECGLIB_MIRROR to an offline copy") from None
+            time.sleep(2 ** attempt)
+
+
+# Files kept from each PhysioNet database (paths relative to its root), and where they go.
+_KEEP = {
+    "mitdb": re.compile(r"(\d{3}\.(dat|hea|atr)|RECORDS|ANNOTATORS)"),
+    "cinc2017": re.compile(r"training/(A\d\d/A\d{5}\.(hea|mat)|RECORDS|REFERENCE(-original)?\.csv)"),
+}
+
+
+def _from_physionet(name: str, dest: Path, progress: bool) -> None:
+    """Download the files PhysioNet's SHA256SUMS.txt lists that we keep, flat into dest, checking each."""
+    base = _physionet_url().rstrip("/") + "/" + DATABASES[name] + "/"
+    sums = _parse_sums(_download(base + "SHA256SUMS.txt").decode())
+    keep = [rel for rel in sums if _KEEP[name].fullmatch(rel)]
+    if not any(rel.endswith("RECORDS") for rel in keep):
+        raise DataError(f"{base}SHA256SUMS.txt lists no RECORDS file: check ECGLIB_PHYSIONET_URL")
+    dest.mkdir(parents=True)
+
+    def get(rel: str) -> None:
+        data = _download(base + rel)
+        if hashlib.sha256(data).hexdigest() != sums[rel]:
+            raise DataError(f"{base}{rel} does not match {base}SHA256SUMS.txt: try again later or set ECGLIB_MIRROR")
+        (dest / rel.rsplit("/", 1)[-1]).write_bytes(data)
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in tqdm(pool.map(get, keep), total=len(keep), desc=f"downloading {name}", unit="file",
+                      disable=not progress):
+            pass
+    if name == "cinc2017":  # PhysioNet lists records as A00/A00001; the flat layout drops the folder
+        records = (dest / "RECORDS").read_text().split()
+        (dest / "RECORDS").write_text("".join(r.rsplit("/", 1)[-1] + "\n" for r in records))
+    # The checksums of what we keep, as the mirror ships them, so both sources verify the same way.
+    files = sorted(p.name for p in dest.iterdir())
+    (dest / "SHA256SUMS.txt").write_text("".join(f"{_sha256(dest / f)}  {f}\n" for f in files))
+
+
+# ----------------------------------------------------------------------------- cache
+
+_MEMO: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _cached(kind: str, params: dict, build) -> dict[str, np.ndarray]:
+    """Arrays from build(), memoised in-process and on disk under a hash of what made them."""
+    spec = json.dumps({"kind": kind, "format": FORMAT_VERSION, **params}, sort_keys=True)
+    path = data_root() / "cache" / f"{kind}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.npz"
+    key = str(path.resolve())
+    if key not in _MEMO:
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        else:
+            arrays = build()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
+                np.savez(f, **arrays)
+            os.replace(f.name, path)
+        _MEMO[key] = arrays
+    return _MEMO[key]
+
+
+def _database_id(folder: Path) -> str:
+    """Changes whenever any file of the database changes, so caches follow the data."""
+    return hashlib.sha256((folder / "SHA256SUMS.txt").read_bytes()).hexdigest()[:16]
+
+
+def _resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    if fs_in == fs_out:
+        return x
+    ratio = Fraction(str(fs_out)) / Fraction(str(fs_in))
+    return resample_poly(x, ratio.numerator, ratio.denominator)
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    mean, std = x.mean(axis=-1, keepdims=True), x.std(axis=-1, keepdims=True)
+    return (x - mean) / np.maximum(std, 1e-6)   # a flat segment stays zero instead of blowing up
+
+
+# ----------------------------------------------------------------------------- splits
+
+@dataclass
+class Split:
+    X: np.ndarray        # float32, (n, channels, length); CinC: zero-padded on the LEFT to the longest record
+    y: np.ndarray        # int64 class indices into `classes`
+    meta: pd.DataFrame   # MIT-BIH: record, sample, symbol, aami, rhythm, padded; CinC: record, label, length_s
+    classes: list[str]
+    fs: float
+    lengths: np.ndarray | None = None   # CinC: true length of each record in samples
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+# ----------------------------------------------------------------------------- MIT-BIH beats
+
+def _mitdb_record(folder: Path, record: str, fs: float, before: int, after: int, lead: str, normalize: bool):
+    """Beat windows of one record: [before, after) samples around each reference R peak."""
+    path = str(folder / record)
+    header = wfdb.rdheader(path)
+    if lead not in header.sig_name:
+        raise ValueError(f"record {record} has no lead {lead!r}; it has {', '.join(header.sig_name)}")
+    # Select the lead by name: record 114 stores MLII second.
+    x = wfdb.rdrecord(path, channels=[header.sig_name.index(lead)]).p_signal[:, 0]
+    x = _resample(x, header.fs, fs)
+    ann = wfdb.rdann(path, "atr")
+
+    rhythm, rhythms, beats = "", [], []
+    for i, symbol in enumerate(ann.symbol):
+        if symbol == "+":   # rhythm change; aux_note is e.g. "(AFIB\x00"
+            rhythm = ann.aux_note[i].rstrip("\x00").lstrip("(")
+        elif symbol in AAMI:
+            beats.append(i)
+            rhythms.append(rhythm)
+    beats = np.array(beats, dtype=np.int64)
+    sample = ann.sample[beats]
+    peak = np.round(sample * fs / header.fs).astype(np.int64)
+    # Beats too near an edge are kept with the edge value repeated: the published per-class
+    # counts (de Chazal 2004) include them.
+    padded = np.pad(x, (before, after), mode="edge")
+    windows = padded[peak[:, None] + np.arange(before + after)]
+    if normalize:
+        windows = _zscore(windows)
+    symbols = np.array([ann.symbol[i] for i in beats])
+    return windows.astype(np.float32), {
+        "record": np.full(len(beats), record), "sample": sample, "symbol": symbols,
+        "aami": np.array([AAMI[s] for s in symbols]), "rhythm": np.array(rhythms, dtype=str),
+        "padded": (peak < before) | (peak + after > len(x)),
+    }
+
+
+def _mitdb_beats(fs: float, window: tuple[float, float], lead: str, normalize: bool) -> dict[str, np.ndarray]:
+    """Beats of all 44 DS1 + DS2 records, cached; the splits are index sets over these."""
+    if fs <= 0:
+        raise ValueError(f"fs must be > 0 Hz, got {fs}")
+    if len(window) != 2 or min(window) < 0 or sum(window) <= 0:
+        raise ValueError(f"window must be (seconds before, seconds after) the R peak, both >= 0, got {window}")
+    folder = fetch("mitdb")
+    before, after = round(window[0] * fs), round(window[1] * fs)
+
+    def build():
+        parts = [_mitdb_record(folder, r, fs, before, after, lead, normalize)
+                 for r in tqdm(DS1 + DS2, desc="reading MIT-BIH beats", unit="record")]
+        out = {k: np.concatenate([m[k] for _, m in parts]) for k in parts[0][1]}
+        out["X"] = np.concatenate([w for w, _ in parts])[:, None, :]
+        return out
+
+    params = {"fs": fs, "before": before, "after": after, "lead": lead, "normalize": normalize,
+              "records": DS1 + DS2, "database": _database_id(folder)}
+    return _cached("mitdb-beats", params, build)
+
+
+def _pick_val_records(beats: dict[str, np.ndarray], seed: int) -> list[str]:
+    """A seeded draw of DS1 records for validation that can score S and V beats without taking
+    most of a minority class away from training (record 208 alone holds 90% of DS1's F beats)."""
+    rng = np.random.default_rng(seed)
+    in_ds1 = np.isin(beats["record"], DS1)
+    total = {c: (in_ds1 & (beats["aami"] == c)).sum() for c in ("S", "V", "F")}
+    for _ in range(1000):
+        val = sorted(rng.choice(DS1, size=VAL_RECORDS, replace=False).tolist())
+        in_val = np.isin(beats["record"], val)
+        share = {c: (in_val & (beats["aami"] == c)).sum() / max(n, 1) for c, n in total.items()}
+        if min(share["S"], share["V"]) >= VAL_SHARE[0] and max(share.values()) <= VAL_SHARE[1]:
+            return val
+    raise DataError(f"no draw of {VAL_RECORDS} DS1 records holds {VAL_SHARE[0]:.0%} to {VAL_SHARE[1]:.0%} of "
+                    f"DS1's S, V and F beats: are the MIT-BIH annotations intact? "
+                    f"({_fix(data_root() / 'mitdb', 'mitdb')})")
+
+
+def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, float] = (0.25, 0.45),
+                 lead: str = "MLII", normalize: bool = True, seed: int = 0) -> dict[str, Split]:
+    """MIT-BIH beats in AAMI classes, split into train / val / test.
+
+    inter: train = DS1 minus VAL_RECORDS seeded records, val = those records, test = DS2 (no patient
+    in two sets). intra: the same 44 records' beats split at random, stratified by class, into sets
+    of the inter sizes: the usual leaky protocol, for comparison.
+    """
+    if scheme not in ("inter", "intra"):
+        raise ValueError(f"unknown scheme {scheme!r}; valid: inter, intra")
+    beats = _mitdb_beats(fs, tuple(window), lead, normalize)
+    y = np.array([AAMI_CLASSES.index(c) for c in beats["aami"]], dtype=np.int64)
+    val_records = _pick_val_records(beats, seed)
+    inter = {
+        "train": np.flatnonzero(np.isin(beats["record"], DS1) & ~np.isin(beats["record"], val_records)),
+        "val": np.flatnonzero(np.isin(beats["record"], val_records)),
+        "test": np.flatnonzero(np.isin(beats["record"], DS2)),
+    }
+    if scheme == "inter":
+        index = inter
+    else:
+        rest, test = train_test_split(np.arange(len(y)), test_size=len(inter["test"]), stratify=y, random_state=seed)
+        train, val = train_test_split(rest, test_size=len(inter["val"]), stratify=y[rest], random_state=seed)
+        index = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    meta_cols = ["record", "sample", "symbol", "aami", "rhythm", "padded"]
+    return {
+        part: Split(X=beats["X"][i], y=y[i], classes=list(AAMI_CLASSES), fs=float(fs),
+                    meta=pd.DataFrame({c: beats[c][i] for c in meta_cols}))
+        for part, i in index.items()
+    }
+
+
+# ----------------------------------------------------------------------------- CinC 2017 records
+
+def _cinc_labels(folder: Path, labels: str) -> np.ndarray:
+    """Labels in RECORDS order from REFERENCE.csv ("final") or REFERENCE-original.csv ("original")."""
+    file = folder / {"final": "REFERENCE.csv", "original": "REFERENCE-original.csv"}[labels]
+    if not file.exists():
+        raise DataError(f"{file} is missing: {_fix(folder, 'cinc2017')} (the original labels come with "
+                        f"the ECGLIB_MIRROR archive and PhysioNet's training/ folder)")
+    ref = pd.read_csv(file, header=None, names=["record", "label"], dtype=str).set_index("record")["label"]
+    records = (folder / "RECORDS").read_text().split()
+    missing = [r for r in records if r not in ref.index]
+    if missing:
+        raise DataError(f"{file} has no label for {len(missing)} records (e.g. {missing[0]}): {_fix(folder, 'cinc2017')}")
+    out = ref.loc[records].to_numpy()
+    bad = sorted(set(out) - set(CINC_CLASSES))
+    if bad:
+        raise DataError(f"{file} has labels {bad}; valid: {CINC_CLASSES}. {_fix(folder, 'cinc2017')}")
+    return out
+
+
+def _cinc_split_index(final: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Seeded stratified 70/15/15 split by record. It always stratifies on the final labels, so it
+    is the same for labels="final" and "original" and every caller with this seed gets this test set."""
+    n = len(final)
+    rest, test = train_test_split(np.arange(n), test_size=CINC_TEST, stratify=final, random_state=seed)
+    train, val = train_test_split(rest, test_size=CINC_VAL / (1 - CINC_TEST), stratify=final[rest], random_state=seed)
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _cinc_records(folder: Path, fs: float, normalize: bool) -> dict[str, np.ndarray]:
+    """Every record, resampled and z-scored, concatenated into one flat array with offsets."""
+
+    def build():
+        records = (folder / "RECORDS").read_text().split()
+        signals = []
+        for r in tqdm(records, desc="reading CinC 2017 records", unit="record"):
+            rec = wfdb.rdrecord(str(folder / r))
+            x = _resample(rec.p_signal[:, 0], rec.fs, fs)
+            signals.append(_zscore(x) if normalize else x)
+        offsets = np.cumsum([0] + [len(s) for s in signals])
+        return {"signal": np.concatenate(signals).astype(np.float32), "offsets": offsets,
+                "record": np.array(records)}
+
+    return _cached("cinc2017-records", {"fs": fs, "normalize": normalize, "database": _database_id(folder)}, build)
+
+
+def cinc2017_splits(fs: float = 300, labels: str = "final", normalize: bool = True, seed: int = 0) -> dict[str, Split]:
+    """CinC 2017 records split 70/15/15 by record; X is left-padded with zeros to the longest record."""
+    if labels not in ("final", "original"):
+        raise ValueError(f"unknown labels {labels!r}; valid: final, original")
+    if fs <= 0:
+        raise ValueError(f"fs must be > 0 Hz, got {fs}")
+    folder = fetch("cinc2017")
+    data = _cinc_records(folder, fs, normalize)
+    label = _cinc_labels(folder, labels)
+    index = _cinc_split_index(_cinc_labels(folder, "final"), seed)
+    offsets = data["offsets"]
+    lengths = np.diff(offsets)
+    longest = int(lengths.max())   # over all records, so every split has the same length
+    out = {}
+    for part, idx in index.items():
+        X = np.zeros((len(idx), 1, longest), dtype=np.float32)
+        for row, i in enumerate(idx):
+            X[row, 0, longest - lengths[i]:] = data["signal"][offsets[i]:offsets[i + 1]]
+        meta = pd.DataFrame({"record": data["record"][idx], "label": label[idx], "length_s": lengths[idx] / fs})
+        y = np.array([CINC_CLASSES.index(c) for c in label[idx]], dtype=np.int64)
+        out[part] = Split(X=X, y=y, meta=meta, classes=list(CINC_CLASSES), fs=float(fs), lengths=lengths[idx].copy())
+    return out
+
+
+# ----------------------------------------------------------------------------- summary
+
+def summary() -> dict:
+    """Records and class counts: MIT-BIH DS1 / DS2 (default beats), CinC 2017 all and per split (seed 0)."""
+    beats = _mitdb_beats(360, (0.25, 0.45), "MLII", True)
+    out = {"mitdb": {}, "cinc2017": {}}
+    for name, records in (("DS1", DS1), ("DS2", DS2)):
+        aami = beats["aami"][np.isin(beats["record"], records)]
+        out["mitdb"][name] = {"records": list(records), "classes": {c: int((aami == c).sum()) for c in AAMI_CLASSES}}
+    final = _cinc_labels(fetch("cinc2017"), "final")
+    parts = {"all": np.arange(len(final)), **_cinc_split_index(final, seed=0)}
+    for part, idx in parts.items():
+        out["cinc2017"][part] = {c: int((final[idx] == c).sum()) for c in CINC_CLASSES}
+    return out
+
+
+def format_summary(s: dict) -> str:
+    mit = pd.DataFrame({k: v["classes"] for k, v in s["mitdb"].items()}).T
+    mit["total"] = mit.sum(axis=1)
+    mit["records"] = [len(v["records"]) for v in s["mitdb"].values()]
+    cinc = pd.DataFrame(s["cinc2017"]).T
+    cinc["total"] = cinc.sum(axis=1)
+    return ("MIT-BIH Arrhythmia: beats per AAMI class, de Chazal inter-patient record lists\n"
+            f"{mit.to_string()}\n\n"
+            "CinC 2017: records per class (final labels), seeded 70/15/15 split (seed 0)\n"
+            f"{cinc.to_string()}")
+
+
+# ----------------------------------------------------------------------------- torch dataset
+
+class EcgDataset(torch.utils.data.Dataset):
+    """Fixed-length crops of a Split for batching.
+
+    crop=None keeps the full (padded) length. Otherwise each item is `crop` samples: the centre of
+    the record's true extent, or a random window inside it when random_crop=True (training);
+    a record shorter than `crop` comes left-padded with zeros, as in Split.X.
+
+    __getitems__ returns one stacked batch (x [B, C, L], y [B]); a DataLoader uses it when given
+    batch_size and `collate_fn=lambda batch: batch`, which avoids B separate item calls.
+    """
+
+    def __init__(self, split: Split, crop: int | None = None, random_crop: bool = False):
+        X = split.X
+        length = X.shape[-1]
+        self.crop = length if crop is None else int(crop)
+        if self.crop < 1:
+            raise ValueError(f"crop must be None or >= 1 samples, got {crop}")
+        if self.crop > length:   # records are right-aligned, so padding on the left keeps them so
+            X = np.pad(X, ((0, 0), (0, 0), (self.crop - length, 0)))
+        self.X, self.y = X, split.y
+        self.lengths = split.lengths if split.lengths is not None else np.full(len(X), length)
+        self.random_crop = random_crop
+        self.classes = list(split.classes)
+        self.n_classes = len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def class_counts(self) -> np.ndarray:
+        """Items per class, aligned with .classes."""
+        return np.bincount(self.y, minlength=self.n_classes)
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        full = self.X.shape[-1]
+        if self.crop == full:
+            x = self.X[idx]
+        else:
+            n = self.lengths[idx]
+            spare = np.maximum(n - self.crop, 0)   # how far the window can slide within the record
+            if self.random_crop:   # torch's RNG, so seed_everything and DataLoader workers govern it
+                offset = (torch.rand(len(idx), dtype=torch.float64).numpy() * (spare + 1)).astype(np.int64)
+            else:
+                offset = spare // 2
+            # The record starts at full - n; a record shorter than crop ends up right-aligned.
+            start = np.minimum(full - n + offset, full - self.crop)
+            t = start[:, None, None] + np.arange(self.crop)
+            x = self.X[idx[:, None, None], np.arange(self.X.shape[1])[None, :, None], t]
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(self.y[idx])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]

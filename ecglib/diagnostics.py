@@ -1,0 +1,146 @@
+"""Measurements on models rather than on data: gradient flow across depth (per layer) and across time
+(per input sample), receptive fields (exact support and effective width), throughput, and a probe of
+order sensitivity (shuffled segments).
+
+Functions that differentiate a model in eval mode disable cuDNN while they do: cuDNN's RNN kernels
+refuse a backward pass outside training mode.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ecglib.train import autocast, layer_grad_norms, layer_names, pick_device
+
+
+def _device_of(model):
+    return next(model.parameters()).device
+
+
+def _targets(logits, target):
+    """Per-example class indices: the predicted class (None), one class for all (int), or a tensor [B]."""
+    if target is None:
+        return logits.argmax(1)
+    if isinstance(target, int):
+        return torch.full((len(logits),), target, device=logits.device)
+    return torch.as_tensor(target, device=logits.device).long()
+
+
+def grad_norms_per_layer(model, x, y) -> dict[str, float]:
+    """L2 norm of each of model.layers' parameter gradients after one backward pass of the (unweighted)
+    cross-entropy on the batch (x, y), in training mode, e.g. at initialisation. Leaves no gradients behind."""
+    device = _device_of(model)
+    was_training = model.training
+    model.train()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+    norms = dict(zip(layer_names(model), layer_grad_norms(model).tolist()))
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return norms
+
+
+def input_gradient(model, x, target=None) -> torch.Tensor:
+    """|d logit_target / d x| per example, channel and sample: [B, C, L] on the CPU (eval mode).
+    target: None (each example's predicted class), a class index, or one class per example."""
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    x = x.detach().to(device).float().requires_grad_(True)
+    with torch.backends.cudnn.flags(enabled=False):
+        logits = model(x)
+        logits.gather(1, _targets(logits, target)[:, None]).sum().backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return x.grad.abs().cpu()
+
+
+def input_time_gradient(model, x, target=None) -> np.ndarray:
+    """Mean |d logit_target / d x_t| over the batch (and channels) at each input sample t: [L].
+    How much each moment of the input moves the decision: the gradient across time of claim C8."""
+    return input_gradient(model, x, target).mean((0, 1)).numpy()
+
+
+def _centre_gradient(model, length, fn, n, seed):
+    """|d (sum over channels of fn(x)[:, :, centre]) / d x| summed over n random inputs, in float64 on the CPU
+    (deep products of small weights would underflow float32). fn is a method name of the model."""
+    m = copy.deepcopy(model).double().cpu().eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, m.in_channels, length, generator=g, dtype=torch.float64, requires_grad=True)
+    h = getattr(m, fn)(x)
+    h[:, :, h.shape[-1] // 2].sum().backward()
+    return x.grad.abs().sum((0, 1)).numpy()
+
+
+def measured_receptive_field(model, length: int, n: int = 16, seed: int = 0) -> int:
+    """Number of input samples that the centre position of the conv trunk's output depends on: the support of
+    its gradient with respect to a random input of `length` samples (n random inputs together, so that a ReLU
+    closed on one input does not hide a sample). Uses model.conv_features: the whole trunk of a conv family,
+    the conv front end of convlstm; pure recurrent families raise ValueError. Equals model.receptive_field
+    when `length` is large enough for the field to fit around the centre."""
+    return int((_centre_gradient(model, length, "conv_features", n, seed) > 0).sum())
+
+
+def effective_receptive_field(model, length: int, mass: float = 0.95, n: int = 16, seed: int = 0) -> int:
+    """Effective receptive field (after Luo et al., 2016): the width, in input samples, of the shortest window
+    holding `mass` of the gradient magnitude |d features(x)[centre] / d x| (summed over channels and n random
+    inputs, eval mode). Works for every family: for recurrent ones it is the span of input that the centre
+    state effectively remembers."""
+    if not 0 < mass <= 1:
+        raise ValueError(f"mass={mass!r} is invalid; it must be in (0, 1]")
+    g = _centre_gradient(model, length, "features", n, seed)
+    c = np.concatenate([[0.0], np.cumsum(g)])
+    need = mass * c[-1]
+    # for each start a, the first end b with c[b] - c[a] >= need; the shortest such window wins
+    ends = np.searchsorted(c, c[:-1] + need * (1 - 1e-12), side="left")
+    ok = ends <= len(g)
+    return int((ends[ok] - np.arange(len(g))[ok]).min())
+
+
+def throughput(model, seq_len: int, batch_size: int, device=None, steps: int = 10, warmup: int = 3,
+               amp: bool = True) -> dict:
+    """Training speed of forward + backward (no optimiser step) on random input [batch_size, C, seq_len],
+    with the training loop's autocast. Times a copy of the model, so the model itself stays where it is."""
+    device = pick_device(device) if device is not None else _device_of(model)
+    m = copy.deepcopy(model).to(device).train()
+    x = torch.randn(batch_size, m.in_channels, seq_len, device=device)
+    y = torch.randint(0, m.n_classes, (batch_size,), device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elif device.type == "mps":
+            torch.mps.synchronize()
+
+    for step in range(warmup + steps):
+        if step == warmup:
+            sync()
+            start = time.perf_counter()
+        m.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            logits = m(x)
+        F.cross_entropy(logits.float(), y).backward()
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+    return {"samples_per_s": batch_size / seconds, "seconds_per_step": seconds}
+
+
+def permute_segments(x, segment_len: int, generator=None):
+    """x [B, ..., L] (tensor or array) with each example's time axis cut into segments of `segment_len`
+    samples (the last one may be shorter) and the segments shuffled, independently per example.
+    Local shape survives within a segment; order across segments is destroyed (claim C12).
+    generator: a numpy Generator or a seed."""
+    if not isinstance(segment_len, int) or segment_len < 1:
+        raise ValueError(f"segment_len={segment_len!r} is invalid; it must be an integer >= 1")
+    rng = np.random.default_rng(generator)
+    length = x.shape[-1]
+    segments = np.array_split(np.arange(length), range(segment_len, length, segment_len))
+    idx = np.stack([np.concatenate([segments[j] for j in rng.permutation(len(segments))]) for _ in range(len(x))])
+    idx = idx.reshape(len(x), *[1] * (x.ndim - 2), length)
+    if isinstance(x, torch.Tensor):
+        return torch.gather(x, -1, torch.from_numpy(idx).to(x.device).expand_as(x))
+    return np.take_along_axis(x, idx, axis=-1)

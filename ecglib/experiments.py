@@ -1,0 +1,633 @@
+"""Run configurations, sweeps over them, the results store and the executors that fill it.
+
+A `RunConfig` names one training run completely and its `key` (a hash) names the JSON file in the
+store that keeps what the run produced. `run_sweep` asks the store first and trains only what it
+lacks, writing each run the moment it finishes: an interrupted sweep resumes where it stopped, and
+a chapter executed again with the same parameters trains nothing.
+
+    configs = sweep({"dataset": "mitdb", "epochs": 10}, family=["cnn", "lstm"], depth=[1, 2, 4], seed=[0, 1, 2])
+    runs = run_sweep(configs)                # tidy DataFrame, one row per run
+    records = load_records(configs)          # the full JSON (history, probes) for chapters that need it
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import ecglib
+
+STORE_FORMAT = 1    # bump when a record's meaning changes: every key changes with it
+DATASETS = ("mitdb", "cinc2017", "synthetic")
+DEFAULT_FS = {"mitdb": 180.0, "cinc2017": 100.0}   # enough for QRS morphology, and 2-3x cheaper than native
+EXECUTORS = ("local", "process", "ray")
+TRAIN_EVAL_MAX = 5000   # train metrics on a subsample: enough for train/test gaps, cheap on CinC
+CURVE_POINTS = 512      # curves kept in the store are downsampled to at most this many points
+SALIENCY_PER_CLASS = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    # data
+    dataset: str = "mitdb"
+    split: str = "inter"                 # mitdb: inter-patient (DS1/DS2) or intra-patient (leaky) split
+    labels: str = "final"                # cinc2017: final or original (noisier) labels
+    shuffle_labels: bool = False         # permute training labels: can the model memorise noise?
+    fs: float | None = None              # None: the dataset default (DEFAULT_FS)
+    window: tuple = (0.25, 0.45)         # mitdb: seconds before / after the R peak
+    crop_s: float = 30.0                 # cinc2017: crop length; random crops while training
+    span: int = 3                        # synthetic: pattern-span task
+    length: int = 256
+    n_train: int = 2000
+    train_fraction: float = 1.0          # stratified, seeded subsample of the training split
+    # model
+    family: str = "cnn"
+    depth: int = 2
+    width: int = 32
+    kernel_size: int = 7
+    dropout: float = 0.0
+    bidirectional: bool = False
+    conv_depth: int = 2
+    pool: int = 8
+    readout: str = "last"
+    # training
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    schedule: str = "onecycle"
+    clip: float | None = 1.0
+    patience: int = 5
+    class_weighted: bool = True
+    max_batches: int | None = None
+    seed: int = 0
+    # measurements after training (names in PROBES)
+    probes: tuple = ()
+    permute_s: tuple = ()                # segment lengths in seconds for the "permute" probe
+
+    def __new__(cls, **kwargs):
+        # A dataclass would raise TypeError without the valid names; say which key is wrong and what is allowed.
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise ValueError(f"unknown RunConfig key(s) {unknown}; valid keys: {', '.join(names)}")
+        return super().__new__(cls)
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, _validate(f.name, getattr(self, f.name)))
+        if self.fs is None and self.dataset in DEFAULT_FS:
+            object.__setattr__(self, "fs", DEFAULT_FS[self.dataset])  # one key for "default" and its value
+        if ("permute" in self.probes) != bool(self.permute_s):
+            raise ValueError(f"permute_s {self.permute_s!r} and probes {self.probes!r}: the 'permute' probe "
+                             "needs permute_s (segment lengths in seconds), and permute_s is used only by it")
+
+    @property
+    def key(self) -> str:
+        """Short sha256 of the canonical JSON of every field and the store format: the store's file name."""
+        blob = json.dumps({"format": STORE_FORMAT, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _choices(name: str) -> tuple:
+    """Valid values of the fields that name something, read from the module that owns the names."""
+    if name == "family":
+        from ecglib.models import FAMILIES
+        return tuple(FAMILIES)
+    if name == "schedule":
+        from ecglib.train import SCHEDULES
+        return tuple(SCHEDULES)
+    if name == "readout":
+        from ecglib.models import READOUTS
+        return tuple(READOUTS)
+    return {"dataset": DATASETS, "split": ("inter", "intra"), "labels": ("final", "original")}[name]
+
+
+# field -> (kind, test, rule shown in the error); kinds: int, float, bool, choice, names, floats; "?" allows None
+_RULES = {
+    "dataset": ("choice", None, ""), "split": ("choice", None, ""), "labels": ("choice", None, ""),
+    "shuffle_labels": ("bool", None, ""),
+    "fs": ("float?", lambda v: v > 0, "> 0, or null for the dataset default"),
+    "window": ("floats", lambda v: len(v) == 2 and min(v) >= 0 and sum(v) > 0,
+               "two seconds >= 0 (before, after the R peak), not both 0"),
+    "crop_s": ("float", lambda v: v > 0, "> 0 seconds"),
+    "span": ("int", lambda v: v >= 1, ">= 1"),
+    "length": ("int", lambda v: v >= 1, ">= 1"),
+    "n_train": ("int", lambda v: v >= 4, ">= 4"),
+    "train_fraction": ("float", lambda v: 0 < v <= 1, "in (0, 1]"),
+    "family": ("choice", None, ""),
+    "depth": ("int", lambda v: v >= 1, ">= 1"),
+    "width": ("int", lambda v: v >= 1, ">= 1"),
+    "kernel_size": ("int", lambda v: v >= 1, ">= 1"),
+    "dropout": ("float", lambda v: 0 <= v < 1, "in [0, 1)"),
+    "bidirectional": ("bool", None, ""),
+    "conv_depth": ("int", lambda v: v >= 1, ">= 1"),
+    "pool": ("int", lambda v: v >= 1, ">= 1"),
+    "readout": ("choice", None, ""),
+    "epochs": ("int", lambda v: v >= 1, ">= 1"),
+    "batch_size": ("int", lambda v: v >= 1, ">= 1"),
+    "lr": ("float", lambda v: v > 0, "> 0"),
+    "weight_decay": ("float", lambda v: v >= 0, ">= 0"),
+    "schedule": ("choice", None, ""),
+    "clip": ("float?", lambda v: v > 0, "> 0, or null for no clipping"),
+    "patience": ("int?", lambda v: v >= 1, ">= 1, or null for no early stopping"),
+    "class_weighted": ("bool", None, ""),
+    "max_batches": ("int?", lambda v: v >= 1, ">= 1, or null for whole epochs"),
+    "seed": ("int", lambda v: v >= 0, ">= 0"),
+    "probes": ("names", None, ""),
+    "permute_s": ("floats", lambda v: all(s > 0 for s in v), "seconds > 0"),
+}
+
+
+def _number(name: str, v, integer: bool):
+    # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3), so numeric strings are accepted.
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    if integer:
+        if float(v) != int(v):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+        return int(v)
+    return float(v)
+
+
+def _validate(name: str, v):
+    kind, test, rule = _RULES[name]
+    if kind.endswith("?"):
+        if v is None:
+            return None
+        kind = kind[:-1]
+    if kind == "choice":
+        valid = _choices(name)
+        if v not in valid:
+            raise ValueError(f"{name} {v!r} is not valid; valid values: {', '.join(map(str, valid))}")
+        return v
+    if kind == "bool":
+        if not isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"{name} must be true or false, got {v!r}")
+        return bool(v)
+    if kind == "names":
+        v = (v,) if isinstance(v, str) else tuple(v)
+        bad = [p for p in v if p not in PROBES]
+        if bad:
+            raise ValueError(f"unknown {name} {bad}; valid: {', '.join(PROBES)}")
+        return v
+    if kind == "floats":
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise ValueError(f"{name} must be a list of numbers ({rule}), got {v!r}")
+        v = tuple(_number(name, x, integer=False) for x in v)
+    else:
+        v = _number(name, v, integer=kind == "int")
+    if not test(v):
+        raise ValueError(f"{name} must be {rule}, got {v!r}")
+    return v
+
+
+def sweep(base: dict, **lists) -> list[RunConfig]:
+    """Every combination of the value lists on top of `base`, each validated, in a stable order."""
+    names = list(lists)
+    for n in names:
+        if isinstance(lists[n], (str, bytes)) or not hasattr(lists[n], "__iter__"):
+            raise ValueError(f"sweep over {n} needs a list of values, got {lists[n]!r}")
+    return [RunConfig(**{**base, **dict(zip(names, combo))}) for combo in itertools.product(*lists.values())]
+
+
+# ---------------------------------------------------------------- one run: data -> model -> train -> probes
+
+def _subset(split, idx):
+    idx = np.asarray(idx)
+    return replace(split, X=split.X[idx], y=split.y[idx], meta=split.meta.iloc[idx].reset_index(drop=True),
+                   lengths=None if split.lengths is None else split.lengths[idx])
+
+
+def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices keeping `fraction` of every class (at least one item each), in the original order."""
+    keep = [rng.choice(np.flatnonzero(y == c), max(1, round(fraction * (y == c).sum())), replace=False)
+            for c in np.unique(y)]
+    return np.sort(np.concatenate(keep))
+
+
+def load_splits(config: RunConfig) -> dict:
+    """The run's train/val/test Splits, with its training subsample and label shuffling applied.
+
+    Real-data splits use split seed 0 whatever the run's seed, so every seed is tested on the same
+    records and seeds can be paired; the run's seed drives the model, the batches and subsampling.
+    """
+    from ecglib import data
+
+    if config.dataset == "mitdb":
+        splits = data.mitdb_splits(scheme=config.split, fs=config.fs, window=config.window, seed=0)
+    elif config.dataset == "cinc2017":
+        splits = data.cinc2017_splits(fs=config.fs, labels=config.labels, seed=0)
+    else:
+        from ecglib import synthetic
+        splits = synthetic.pattern_span_splits(config.span, config.length, config.n_train, config.seed)
+    rng = np.random.default_rng(config.seed)
+    train = splits["train"]
+    if config.train_fraction < 1:
+        train = _subset(train, _stratified(train.y, config.train_fraction, rng))
+    if config.shuffle_labels:
+        train = replace(train, y=rng.permutation(train.y))
+    return {**splits, "train": train}
+
+
+def make_datasets(config: RunConfig, splits: dict) -> dict:
+    """EcgDatasets: train (random crops on CinC), val, test, and train_eval, a fixed subsample of
+    at most TRAIN_EVAL_MAX training items without augmentation for the final training metrics."""
+    from ecglib.data import EcgDataset
+
+    crop = round(config.crop_s * splits["train"].fs) if config.dataset == "cinc2017" else None
+    train = splits["train"]
+    n = len(train.y)
+    rng = np.random.default_rng(config.seed)
+    sub = np.sort(rng.choice(n, TRAIN_EVAL_MAX, replace=False)) if n > TRAIN_EVAL_MAX else np.arange(n)
+    return {
+        "train": EcgDataset(train, crop=crop, random_crop=crop is not None),
+        "val": EcgDataset(splits["val"], crop=crop),
+        "test": EcgDataset(splits["test"], crop=crop),
+        "train_eval": EcgDataset(_subset(train, sub), crop=crop),
+    }
+
+
+def build(config: RunConfig, datasets: dict):
+    """The run's model, freshly initialised from its seed (the same weights every time)."""
+    from ecglib import models, train
+
+    x, _ = datasets["train"][0]
+    options = {k: getattr(config, k) for k in models.OPTIONS[config.family]}  # only what the family takes
+    train.seed_everything(config.seed)
+    return models.build_model(config.family, config.depth, config.width, in_channels=x.shape[0],
+                              n_classes=datasets["train"].n_classes, **options)
+
+
+def _metrics(m: dict, confusion: bool = False) -> dict:
+    keep = ["loss", "acc", "macro_f1", "f1", "n"] + (["confusion"] if confusion else [])
+    return {k: m[k] for k in keep}
+
+
+def execute(config: RunConfig) -> dict:
+    """One run, start to finish: what the store keeps. A diverged run is a finished run, not an error."""
+    from ecglib import train as tr
+
+    t0 = time.time()
+    datasets = make_datasets(config, load_splits(config))
+    model = build(config, datasets)
+    cfg = tr.TrainConfig(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        schedule=config.schedule, clip=config.clip, patience=config.patience,
+        class_weighted=config.class_weighted, seed=config.seed, progress=True, max_batches=config.max_batches,
+    )
+    result = tr.train(model, datasets["train"], datasets["val"], cfg, test_ds=datasets["test"])
+    # A run that diverged in its first epoch has no finite weights: its train metrics are as missing as val's.
+    train_metrics = tr.evaluate(model, datasets["train_eval"]) if result.best_epoch else result.val
+    probes = {name: PROBES[name](model, datasets, config) for name in config.probes}
+    return _jsonable({
+        "format": STORE_FORMAT,
+        "key": config.key,
+        "config": config.to_dict(),
+        "status": "diverged" if result.diverged else "ok",
+        "diverged_epoch": result.diverged_epoch,
+        "best_epoch": result.best_epoch,
+        "n_params": model.n_params,
+        "receptive_field": model.receptive_field,
+        "classes": list(datasets["train"].classes),
+        "train": _metrics(train_metrics),
+        "val": _metrics(result.val),
+        "test": _metrics(result.test, confusion=True),
+        "history": result.history,
+        "probes": probes,
+        "provenance": {
+            "commit": git_commit(),
+            "ecglib": ecglib.__version__,
+            "torch": _torch_version(),
+            "python": platform.python_version(),
+            "device": device_name(result.device),
+            "train_s": result.seconds,
+            "wall_s": time.time() - t0,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    })
+
+
+def git_commit() -> str:
+    """HEAD of the checkout ecglib runs from, with "-dirty" when tracked code differs from it.
+
+    The results store lives in the tree, so it does not count as a change to the code."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)results"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha[:12] + ("-dirty" if dirty else "")
+
+
+def _torch_version() -> str:
+    import torch
+    return torch.__version__
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{device}: {platform.processor() or platform.machine()}"
+
+
+def _jsonable(x):
+    """Plain JSON: numpy and tensors to lists, tuples to lists, NaN and inf to null."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# ---------------------------------------------------------------- probes: measurements of a trained run
+
+def _fs(config: RunConfig) -> float:
+    return 1.0 if config.fs is None else config.fs   # synthetic sequences count time in samples
+
+
+def _downsample(curve) -> list[float]:
+    """Mean over equal bins so that a curve keeps its shape in at most CURVE_POINTS points."""
+    c = np.asarray(curve, dtype=float).ravel()
+    step = math.ceil(len(c) / CURVE_POINTS)
+    if step <= 1:
+        return c.tolist()
+    c = np.pad(c, (0, (-len(c)) % step), constant_values=np.nan)
+    return np.nanmean(c.reshape(-1, step), axis=1).tolist()
+
+
+def _batch(ds, n: int, seed: int = 0):
+    """n items of a dataset, drawn with a fixed seed, as (x [B, C, L], y [B])."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(ds), min(n, len(ds)), replace=False))
+    return ds.__getitems__(idx.tolist())
+
+
+def _probe_grad_norms_init(model, datasets, config):
+    """Per-layer gradient norms of the untrained model (same seed, same weights) on one training batch."""
+    from ecglib import diagnostics
+
+    x, y = _batch(datasets["train"], config.batch_size, config.seed)
+    return diagnostics.grad_norms_per_layer(build(config, datasets), x, y)
+
+
+def _probe_input_grad(model, datasets, config):
+    """Mean |d logit / d x_t| over a test batch: how far back in time the decision still looks."""
+    from ecglib import diagnostics
+
+    x, _ = _batch(datasets["test"], config.batch_size)
+    return {"curve": _downsample(diagnostics.input_time_gradient(model, x)), "length": int(x.shape[-1])}
+
+
+def _probe_permute(model, datasets, config):
+    """Test scores with each input cut into segments of s seconds and the segments shuffled:
+    a model that ignores order beyond s seconds keeps its score."""
+    from ecglib import diagnostics, train
+    from ecglib.data import EcgDataset, Split
+
+    test = datasets["test"]
+    x, y = test.__getitems__(np.arange(len(test)))
+    out = {"seconds": [], "samples": [], "macro_f1": [], "acc": []}   # columns: pd.DataFrame(out) reads it
+    for s in config.permute_s:
+        segment = max(1, round(s * _fs(config)))
+        permuted = diagnostics.permute_segments(x.numpy(), segment, generator=0)
+        m = train.evaluate(model, EcgDataset(Split(permuted, y.numpy(), pd.DataFrame(), test.classes, _fs(config))))
+        for k, v in (("seconds", s), ("samples", segment), ("macro_f1", m["macro_f1"]), ("acc", m["acc"])):
+            out[k].append(v)
+    return out
+
+
+def _probe_saliency(model, datasets, config):
+    """Per class, the first few test examples and |d logit_class / d x| over time (summed over leads)."""
+    from ecglib import diagnostics
+
+    test = datasets["test"]
+    out = {}
+    for c, name in enumerate(test.classes):
+        idx = np.flatnonzero(test.y == c)[:SALIENCY_PER_CLASS]
+        if len(idx) == 0:
+            continue
+        x, _ = test.__getitems__(idx)
+        grad = diagnostics.input_gradient(model, x, target=c)  # cuDNN RNNs refuse backward in eval mode
+        out[name] = {"signal": [_downsample(s[0]) for s in x.numpy()],
+                     "saliency": [_downsample(g.sum(0)) for g in grad.numpy()]}
+    return out
+
+
+def _probe_filters(model, datasets, config):
+    import torch
+
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv1d)), None)
+    return {"weights": None if conv is None else conv.weight.detach().cpu().numpy()}
+
+
+def _probe_throughput(model, datasets, config):
+    from ecglib import diagnostics
+
+    x, _ = datasets["train"][0]
+    return diagnostics.throughput(model, x.shape[-1], config.batch_size)
+
+
+PROBES = {
+    "grad_norms_init": _probe_grad_norms_init,
+    "input_grad": _probe_input_grad,
+    "permute": _probe_permute,
+    "saliency": _probe_saliency,
+    "filters": _probe_filters,
+    "throughput": _probe_throughput,
+}
+
+
+# ---------------------------------------------------------------- the store
+
+def store_dir(store=None) -> Path:
+    return Path(store or os.environ.get("ECGLIB_RESULTS", "results"))
+
+
+def write_record(record: dict, store=None) -> Path:
+    """Atomically: a reader (or a second writer) never sees half a file."""
+    d = store_dir(store)
+    d.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{record['key']}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)    # mkstemp makes it private; the store is meant to be shared and committed
+        os.replace(tmp, d / f"{record['key']}.json")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return d / f"{record['key']}.json"
+
+
+def load_records(configs=None, store=None) -> list[dict]:
+    """Full stored records (history, probes) of `configs` that are in the store, or of every run."""
+    d = store_dir(store)
+    if configs is None:
+        paths = sorted(d.glob("*.json"))
+    else:
+        paths = [d / f"{c.key}.json" for c in _unique(configs)]
+    records = [json.loads(p.read_text()) for p in paths if p.exists()]
+    # Other JSON beside the runs (or runs of an older format) are not runs of this code.
+    return [r for r in records if isinstance(r, dict) and r.get("format") == STORE_FORMAT]
+
+
+_METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1")]
+_RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "n_params", "receptive_field",
+                *_METRIC_COLUMNS, "wall_s", "device", "commit", "finished_at"]
+
+
+def _row(r: dict) -> dict:
+    row = {k: tuple(v) if isinstance(v, list) else v for k, v in r["config"].items()}
+    row.update({k: r[k] for k in ("key", "status", "diverged_epoch", "best_epoch", "n_params", "receptive_field")})
+    for s in ("train", "val", "test"):
+        for m in ("loss", "acc", "macro_f1"):
+            row[f"{s}_{m}"] = np.nan if r[s][m] is None else r[s][m]
+    p = r["provenance"]
+    row.update(wall_s=p["wall_s"], device=p["device"], commit=p["commit"], finished_at=p["finished_at"])
+    return row
+
+
+def load_runs(configs=None, store=None) -> pd.DataFrame:
+    """Tidy table, one row per stored run: config columns, status, size, metrics, provenance."""
+    columns = [f.name for f in fields(RunConfig)] + _RUN_COLUMNS
+    return pd.DataFrame([_row(r) for r in load_records(configs, store)], columns=columns)
+
+
+def list_runs(store=None) -> pd.DataFrame:
+    """The compact listing behind `python -m ecglib runs`, oldest first."""
+    cols = ["key", "dataset", "family", "depth", "width", "seed", "epochs", "status",
+            "val_macro_f1", "test_macro_f1", "wall_s", "device", "finished_at"]
+    return load_runs(store=store)[cols].sort_values("finished_at", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- sweeps and executors
+
+def _unique(configs) -> list[RunConfig]:
+    seen = {}
+    for c in configs:
+        if not isinstance(c, RunConfig):
+            raise ValueError(f"expected RunConfig objects (see sweep()), got {type(c).__name__}")
+        seen.setdefault(c.key, c)
+    return list(seen.values())
+
+
+def _worker_env() -> dict:
+    """Settings a worker must see as the driver does, with paths made absolute (workers may run elsewhere)."""
+    env = {k: os.environ[k] for k in ("ECGLIB_DEVICE", "ECGLIB_PHYSIONET_URL") if k in os.environ}
+    env["ECGLIB_DATA"] = str(Path(os.environ.get("ECGLIB_DATA", "data")).resolve())
+    if "ECGLIB_MIRROR" in os.environ:
+        env["ECGLIB_MIRROR"] = str(Path(os.environ["ECGLIB_MIRROR"]).resolve())
+    return env
+
+
+def _execute_with(config: RunConfig, env: dict, threads: int | None = None) -> dict:
+    os.environ.update(env)
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    return execute(config)
+
+
+def run_sweep(configs, executor: str = "local", fresh: bool = False, store=None, progress: bool = True,
+              workers: int | None = None) -> pd.DataFrame:
+    """Train the runs the store lacks (all of them with `fresh`), store each as it finishes, return
+    load_runs(configs). `workers` sets the process pool's size (default: one per CPU core)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    configs = _unique(configs)
+    d = store_dir(store)
+    todo = [c for c in configs if fresh or not (d / f"{c.key}.json").exists()]
+    # stderr, like train's bars, so a chapter can hide both with one `remove-stderr` tag
+    with tqdm(total=len(configs), initial=len(configs) - len(todo), desc="runs", unit="run",
+              disable=not (progress and todo)) as bar:
+        if todo:
+            {"local": _run_local, "process": _run_process, "ray": _run_ray}[executor](todo, d, bar, workers)
+    return load_runs(configs, store)
+
+
+def _run_local(todo, store, bar, workers):
+    for c in todo:
+        write_record(execute(c), store)
+        bar.update()
+
+
+def _run_process(todo, store, bar, workers):
+    n = min(len(todo), workers or os.cpu_count() or 1)
+    threads = max(1, (os.cpu_count() or 1) // n)   # n workers share the cores instead of oversubscribing
+    env = _worker_env()
+    # spawn: a forked worker would inherit the driver's torch threads and CUDA state
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_execute_with, c, env, threads) for c in todo]
+        try:
+            for f in as_completed(futures):
+                write_record(f.result(), store)
+                bar.update()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _run_ray(todo, store, bar, workers):
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the ray executor needs Ray: pip install -e '.[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address="auto")        # a running cluster (ray start / RAY_ADDRESS)
+        except ConnectionError:
+            ray.init()                      # none: a local instance on this machine
+    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(_execute_with)
+    env = _worker_env()
+    pending = [task.remote(c, env) for c in todo]
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                write_record(ray.get(ref), store)
+                bar.update()
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)
+        raise

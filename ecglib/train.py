@@ -1,0 +1,291 @@
+"""The one training loop: every model in the book is trained by `train`.
+
+    seed_everything(0)
+    model = build_model("cnn", depth=8)
+    result = train(model, train_ds, val_ds, TrainConfig(epochs=10), test_ds=test_ds)
+
+Datasets are any map-style Dataset of (x float32 [C, L], y int64) items; one with
+`__getitems__(indices) -> (x [B, C, L], y [B])` (ecglib.data.EcgDataset) is read a
+batch at a time. The loop stays within a few percent of a bare PyTorch loop
+(`python -m ecglib bench`): losses, predictions and gradient norms accumulate on
+the device and are read back once per epoch.
+
+A non-finite training or validation loss ends the run: `diverged=True`,
+`diverged_epoch` is that epoch (its history row holds the non-finite values), and
+the model is restored to its best epoch before divergence, whose weights are
+finite; `val` and `test` are evaluated there. A run that diverges in its first
+epoch has no such epoch: its `val` and `test` metrics are NaN.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from torch.utils.data import DataLoader, default_collate
+from tqdm.auto import tqdm
+
+SCHEDULES = ["onecycle", "cosine"]
+DEVICES = ["cuda", "mps", "cpu"]
+GRAD_EVERY = 10  # read per-layer gradient norms every this many steps: cheap, and enough for a mean
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    schedule: str = "onecycle"      # per-step one-cycle or cosine decay
+    clip: float | None = 1.0        # max gradient norm; None disables clipping
+    patience: int | None = 5        # epochs without a better val macro-F1 before stopping; None: never stop
+    class_weighted: bool = True     # cross-entropy weighted by inverse class frequency
+    device: str | None = None       # None: ECGLIB_DEVICE, else cuda, mps, cpu in that order
+    amp: bool = True                # bf16 autocast on CUDA
+    seed: int = 0
+    progress: bool = True
+    max_batches: int | None = None  # batches per epoch at most (smoke runs)
+
+    def __post_init__(self):
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
+                    "max_batches": self.max_batches}
+        for name, value in positive.items():
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"TrainConfig.{name}={value!r} is invalid; it must be an integer >= 1"
+                                 + (" or None" if name in ("patience", "max_batches") else ""))
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule={self.schedule!r} is invalid; valid schedules: {SCHEDULES}")
+        if not self.lr > 0 or self.weight_decay < 0 or (self.clip is not None and not self.clip > 0):
+            raise ValueError(f"TrainConfig needs lr > 0, weight_decay >= 0 and clip > 0 or None; got lr={self.lr}, "
+                             f"weight_decay={self.weight_decay}, clip={self.clip}")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]             # one row per epoch, see train()
+    best_epoch: int                 # 1-based; 0 if no epoch finished with finite losses
+    diverged: bool
+    diverged_epoch: int | None
+    device: str
+    seconds: float
+    val: dict = field(default_factory=dict)
+    test: dict | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; on CUDA also ask for deterministic kernels (where they exist)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every device
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (and cuDNN RNNs)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False  # autotuning may pick a different algorithm on each run
+
+
+def pick_device(override: str | torch.device | None = None) -> torch.device:
+    """`override`, else ECGLIB_DEVICE, else the best available of cuda, mps, cpu."""
+    name = str(override) if override is not None else os.environ.get("ECGLIB_DEVICE")
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name is None:
+        return torch.device(next(d for d in DEVICES if available[d]))
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; valid devices: {DEVICES}")
+    if not available[kind]:
+        raise ValueError(f"device {name!r} is not available here; available: {[d for d in DEVICES if available[d]]}")
+    return torch.device(name)
+
+
+def collate(batch):
+    """A dataset's __getitems__ already returns (x [B, C, L], y [B]); a list of items is stacked."""
+    return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
+def make_loader(ds, batch_size, device, shuffle=False, seed=0) -> DataLoader:
+    """The DataLoader every loop here uses: batched reads, pinned memory on CUDA, a seeded shuffle."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                      pin_memory=device.type == "cuda", generator=generator)
+
+
+def autocast(device, amp=True):
+    """bf16 autocast on CUDA (no loss scaling needed); full precision elsewhere."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def layer_grad_norms(model) -> torch.Tensor:
+    """L2 norm of each of model.layers' parameter gradients (all of a layer's parameters together), on device."""
+    norms = []
+    for layer in model.layers:
+        grads = [p.grad for p in layer.parameters() if p.grad is not None]
+        norms.append(torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=_device_of(model)))
+    return torch.stack(norms)
+
+
+def layer_names(model) -> list[str]:
+    return [f"layers.{i}" for i in range(len(model.layers))]
+
+
+def _device_of(model):
+    return next(model.parameters()).device
+
+
+def metrics(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
+    """acc, macro_f1 (over classes present in y or pred), per-class f1 (NaN for a class absent from both),
+    confusion matrix (rows: true class) and n."""
+    if len(y) == 0:
+        return {"acc": math.nan, "macro_f1": math.nan, "f1": [math.nan] * n_classes,
+                "confusion": np.zeros((n_classes, n_classes), int).tolist(), "n": 0}
+    labels = list(range(n_classes))
+    return {
+        "acc": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=np.nan)),
+        "f1": [float(v) for v in f1_score(y, pred, labels=labels, average=None, zero_division=np.nan)],
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+        "n": int(len(y)),
+    }
+
+
+@torch.inference_mode()
+def evaluate(model, ds, batch_size=512, device=None, amp=True) -> dict:
+    """Unweighted mean cross-entropy and metrics() of `model` on `ds`, in eval mode."""
+    device = pick_device(device) if device is not None else _device_of(model)
+    model.to(device).eval()
+    loss, ys, preds = torch.zeros((), device=device), [], []
+    for x, y in make_loader(ds, batch_size, device):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        ys.append(y)
+        preds.append(logits.argmax(1))
+    y, pred = (torch.cat(t).cpu().numpy() if t else np.zeros(0, int) for t in (ys, preds))
+    out = metrics(y, pred, model.n_classes)
+    return {"loss": loss.item() / len(y) if len(y) else math.nan, **out}
+
+
+def class_weights(ds, n_classes) -> torch.Tensor:
+    """Inverse class frequency, normalised to mean 1 over the classes present; 0 for absent classes."""
+    if hasattr(ds, "class_counts"):
+        counts = np.asarray(ds.class_counts(), dtype=float)
+    else:
+        ys = [y for _, y in make_loader(ds, 4096, torch.device("cpu"))]
+        counts = np.bincount(torch.cat(ys).numpy(), minlength=n_classes).astype(float)
+    counts = np.pad(counts, (0, n_classes - len(counts)))
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = 1 / counts[present]
+    w *= present.sum() / w.sum()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _scheduler(opt, cfg, total_steps):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+
+
+def train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar=None) -> dict:
+    """One pass over `loader` (at most cfg.max_batches batches); reads the device back once, at the end."""
+    model.train()
+    n_steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    loss_sum, grad_sum, n_grad = torch.zeros((), device=device), 0, 0
+    ys, preds = [], []
+    start = time.perf_counter()
+    for step, (x, y) in enumerate(itertools.islice(loader, n_steps)):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, cfg.amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if step % GRAD_EVERY == 0:
+            grad_sum, n_grad = grad_sum + layer_grad_norms(model), n_grad + 1
+        if cfg.clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach()
+        ys.append(y)
+        preds.append(logits.detach().argmax(1))
+        if bar is not None:
+            bar.update()
+    y, pred = torch.cat(ys).cpu().numpy(), torch.cat(preds).cpu().numpy()  # the epoch's one sync
+    seconds = time.perf_counter() - start
+    m = metrics(y, pred, model.n_classes)
+    return {"train_loss": loss_sum.item() / n_steps, "train_acc": m["acc"], "train_f1": m["macro_f1"],
+            "grad_norms": dict(zip(layer_names(model), (grad_sum / n_grad).tolist())),
+            "seconds": seconds, "samples_per_s": len(y) / seconds}
+
+
+def train(model, train_ds, val_ds, cfg: TrainConfig | None = None, test_ds=None) -> TrainResult:
+    """Train `model` (an ecglib.models.EcgModel) with AdamW, early stopping on validation macro-F1.
+
+    history rows: epoch, lr (at the epoch's start), train_loss (the weighted training objective), train_acc,
+    train_f1, val_loss (unweighted cross-entropy), val_acc, val_f1, grad_norms {"layers.i": mean L2 norm of that
+    layer's gradients, before clipping, over every GRAD_EVERY-th step}, seconds and samples_per_s of the
+    training pass. The model is left at its best weights, on the training device.
+    """
+    cfg = cfg or TrainConfig()
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    model.to(device)
+    loader = make_loader(train_ds, cfg.batch_size, device, shuffle=True, seed=cfg.seed)
+    if len(loader) == 0:
+        raise ValueError("train: the training dataset is empty")
+    steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    weight = class_weights(train_ds, model.n_classes).to(device) if cfg.class_weighted else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = _scheduler(opt, cfg, cfg.epochs * steps)
+
+    def loss_fn(logits, y):
+        return F.cross_entropy(logits, y, weight=weight)
+
+    history, best_f1, best_epoch, best_state, diverged_epoch = [], -math.inf, 0, None, None
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.epochs * steps, desc=f"{getattr(model, 'family', 'model')}", disable=not cfg.progress,
+               leave=False)
+    for epoch in range(1, cfg.epochs + 1):
+        lr = opt.param_groups[0]["lr"]
+        row = train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar)
+        val = evaluate(model, val_ds, device=device, amp=cfg.amp)
+        history.append({"epoch": epoch, "lr": lr, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
+                        "train_f1": row["train_f1"], "val_loss": val["loss"], "val_acc": val["acc"],
+                        "val_f1": val["macro_f1"], "grad_norms": row["grad_norms"], "seconds": row["seconds"],
+                        "samples_per_s": row["samples_per_s"]})
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{val['macro_f1']:.3f}")
+        if not (math.isfinite(row["train_loss"]) and math.isfinite(val["loss"])):
+            diverged_epoch = epoch
+            break
+        # NaN F1 (no class defined) never counts as an improvement
+        if val["macro_f1"] > best_f1 or best_state is None:
+            best_f1, best_epoch = val["macro_f1"], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        val = evaluate(model, val_ds, device=device, amp=cfg.amp)
+        test = evaluate(model, test_ds, device=device, amp=cfg.amp) if test_ds is not None else None
+    else:  # diverged in the first epoch: there are no finite weights to evaluate
+        val = _nan_metrics(model.n_classes)
+        test = _nan_metrics(model.n_classes) if test_ds is not None else None
+    return TrainResult(history=history, best_epoch=best_epoch, diverged=diverged_epoch is not None,
+                       diverged_epoch=diverged_epoch, device=str(device), seconds=time.perf_counter() - start,
+                       val=val, test=test)
+
+
+def _nan_metrics(n_classes):
+    return {"loss": math.nan, **metrics(np.zeros(0, int), np.zeros(0, int), n_classes)}

@@ -1,0 +1,151 @@
+"""book.build: validation and papermill on a throwaway two-chapter book (quick), the rendered
+throwaway book (`book`), and the real book with the smoke profile (`book`, needs the real data)."""
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from ecglib import book
+
+HEADER = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst, format_version: 0.13}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+"""
+
+
+def chapter(title: str, params: str, body: str) -> str:
+    return (f"{HEADER}\n# {title}\n\n```{{code-cell}} ipython3\n:tags: [parameters]\n\n"
+            f'profile = "default"\nexecutor = "local"\nfresh = False\n{params}\n```\n\n'
+            f"```{{code-cell}} ipython3\n{body}\n```\n")
+
+
+@pytest.fixture
+def tiny_book(tmp_path) -> Path:
+    """A book like the real one: intro page, two notebook chapters, a profile."""
+    root = tmp_path / "book"
+    (root / "chapters").mkdir(parents=True)
+    (root / "params").mkdir()
+    (root / "_config.yml").write_text(yaml.safe_dump({
+        "title": "tiny", "author": "tests", "only_build_toc_files": True,
+        "execute": {"execute_notebooks": "off"}, "exclude_patterns": ["_build"]}))
+    (root / "_toc.yml").write_text(yaml.safe_dump({
+        "format": "jb-book", "root": "chapters/intro",
+        "chapters": [{"file": "_executed/plot"}, {"file": "_executed/echo"}]}))
+    (root / "chapters" / "intro.md").write_text("# Intro\n\nA page without code.\n")
+    (root / "chapters" / "plot.md").write_text(chapter(
+        "Plot", "n = 3", "import matplotlib.pyplot as plt\nfor k in range(2):\n    plt.figure()\n"
+        "    plt.plot(range(n))\n    plt.show()"))
+    (root / "chapters" / "echo.md").write_text(chapter(
+        "Echo", "depths = [1, 2]\nlabel = 'x'",
+        "import os, json\nprint(json.dumps({'profile': profile, 'executor': executor, 'fresh': fresh,\n"
+        "    'depths': depths, 'label': label, 'cwd': os.getcwd(), 'results': os.environ['ECGLIB_RESULTS']}))"))
+    (root / "params" / "smoke.yml").write_text("plot: {n: 2}\necho:\n  label: smoke\n")
+    (root / "params" / "default.yml").write_text("plot: {}\necho: {}\n")
+    return root
+
+
+def echoed(root: Path) -> dict:
+    nb = nbformat.read(root / "_executed" / "echo.ipynb", as_version=4)
+    return json.loads(nb.cells[-1].outputs[0]["text"])
+
+
+def test_build_validates_everything_before_running(tiny_book):
+    cases = [
+        (dict(profile="nope"), r"unknown profile 'nope'; valid profiles: default, smoke"),
+        (dict(chapters=["nope"]), r"unknown chapter\(s\) 'nope'; valid chapters: plot, echo"),
+        (dict(overrides={"nope": "1"}), r"unknown parameter\(s\) 'nope'.*valid parameters: depths, label, n"),
+        (dict(chapters=["plot"], overrides={"label": "y"}), r"'label' for chapter\(s\) plot; valid parameters: n$"),
+        (dict(overrides={"profile": "full"}), "use --profile"),
+        (dict(overrides={"depths": "[1, 2"}), r"-p depths '\[1, 2': not a YAML value"),
+        (dict(executor="slurm"), "valid executors: local, process, ray"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            book.build(root=tiny_book, **kwargs)
+    (tiny_book / "params" / "smoke.yml").write_text("plot: {m: 2}\n")
+    with pytest.raises(ValueError, match=r"params/smoke.yml, section plot: unknown parameter\(s\) \['m'\]"):
+        book.build("smoke", root=tiny_book)
+    assert not (tiny_book / "_executed").exists()        # nothing ran
+
+
+def test_build_executes_chapters_with_profile_and_overrides(tiny_book, capsys):
+    out = book.build("smoke", chapters=["echo"], overrides={"depths": "[1, 2, 4]"}, executor="process",
+                     render=False, root=tiny_book)
+    assert out == tiny_book / "_executed" and [p.name for p in out.glob("*.ipynb")] == ["echo.ipynb"]
+    got = echoed(tiny_book)
+    assert got["profile"] == "smoke" and got["executor"] == "process" and got["fresh"] is False
+    assert got["depths"] == [1, 2, 4] and got["label"] == "smoke"      # YAML override; profile value
+    assert got["cwd"] == str(tiny_book) and os.path.isabs(got["results"])
+    runtimes = json.loads((out / "runtimes.json").read_text())
+    assert set(runtimes) == {"echo"} and runtimes["echo"]["profile"] == "smoke"
+    assert runtimes["echo"]["seconds"] > 0 and runtimes["echo"]["finished_at"]
+    assert "[1/1] echo" in capsys.readouterr().out
+
+    book.build("default", chapters=["echo"], overrides={"label": "again"}, fresh=True, render=False, root=tiny_book)
+    got = echoed(tiny_book)
+    assert got["label"] == "again" and got["profile"] == "default" and got["fresh"] is True
+    assert got["executor"] == "local" and got["depths"] == [1, 2]
+
+
+def test_a_failing_chapter_names_its_cell_and_error(tiny_book):
+    (tiny_book / "chapters" / "echo.md").write_text(chapter("Echo", "", "x = 1\ny = x / 0"))
+    with pytest.raises(book.ChapterError, match=r"chapter 'echo' failed at In\[3\]: ZeroDivisionError") as e:
+        book.build("default", chapters=["echo"], render=False, root=tiny_book)
+    assert "y = x / 0" in str(e.value)
+
+
+def html_images(html: Path) -> list[str]:
+    """src of every <img> in a page, each checked to be inline data or a file that exists."""
+    srcs = re.findall(r'<img[^>]*\ssrc="([^"]+)"', html.read_text())
+    for src in srcs:
+        assert src.startswith("data:") or (html.parent / src).exists(), f"{html}: missing image {src}"
+    return srcs
+
+
+def notebook_images(path: Path) -> int:
+    nb = nbformat.read(path, as_version=4)
+    return sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if any(k.startswith("image/") for k in o.get("data", {})))
+
+
+def check_rendered(root: Path) -> None:
+    html = root / "_build" / "html"
+    assert (html / "index.html").exists()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    for page in [toc["root"]] + book._toc_files(toc.get("parts", toc.get("chapters", []))):
+        assert (html / f"{page}.html").exists(), f"no page for {page}"
+    for name in book.notebook_chapters(root):
+        n = notebook_images(root / "_executed" / f"{name}.ipynb")
+        assert len(html_images(html / "_executed" / f"{name}.html")) >= n, f"{name}: figures missing from the page"
+
+
+@pytest.mark.book
+def test_tiny_book_renders_with_its_figures(tiny_book):
+    # only "echo" is asked for, but "plot" was never executed: the rendered book must be whole
+    index = book.build("smoke", chapters=["echo"], root=tiny_book)
+    assert index == tiny_book / "_build" / "html" / "index.html"
+    check_rendered(tiny_book)
+    assert notebook_images(tiny_book / "_executed" / "plot.ipynb") == 2
+    before = (tiny_book / "_executed" / "plot.ipynb").stat().st_mtime_ns
+    book.build("smoke", chapters=["echo"], root=tiny_book)
+    assert (tiny_book / "_executed" / "plot.ipynb").stat().st_mtime_ns == before   # executed before: left alone
+
+
+@pytest.mark.book
+@pytest.mark.realdata
+def test_smoke_book_has_every_page(smoke_book):
+    check_rendered(smoke_book)
+
+
+@pytest.mark.book
+@pytest.mark.realdata
+def test_smoke_book_records_chapter_runtimes(smoke_book):
+    runtimes = json.loads((smoke_book / "_executed" / "runtimes.json").read_text())
+    assert set(book.notebook_chapters(smoke_book)) <= set(runtimes)
+    assert all(r["profile"] == "smoke" for r in runtimes.values())

@@ -1,0 +1,251 @@
+import json
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import pytest
+
+from ecglib import experiments as ex
+from ecglib import train as train_module
+
+TINY = {"dataset": "synthetic", "n_train": 64, "length": 160, "width": 8, "epochs": 1, "batch_size": 32}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    path = tmp_path / "results"
+    monkeypatch.setenv("ECGLIB_RESULTS", str(path))
+    return path
+
+
+@pytest.fixture
+def count_trainings(monkeypatch):
+    """Counts calls of the training loop (which still runs)."""
+    calls = []
+    real = train_module.train
+
+    def counting(model, *args, **kwargs):
+        calls.append(model.family)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", counting)
+    return calls
+
+
+# ---------------------------------------------------------------- RunConfig and sweep
+
+def test_runconfig_rejects_unknown_keys_and_bad_values_by_name():
+    with pytest.raises(ValueError, match=r"unknown RunConfig key\(s\) \['detph'\].*valid keys: dataset"):
+        ex.RunConfig(detph=3)
+    with pytest.raises(ValueError, match=r"family 'transformer' is not valid; valid values: cnn, .*lstm"):
+        ex.RunConfig(family="transformer")
+    with pytest.raises(ValueError, match="depth must be >= 1, got 0"):
+        ex.RunConfig(depth=0)
+    with pytest.raises(ValueError, match="dataset 'ptbxl'.*mitdb, cinc2017, synthetic"):
+        ex.RunConfig(dataset="ptbxl")
+    with pytest.raises(ValueError, match="schedule 'step'.*onecycle"):
+        ex.RunConfig(schedule="step")
+    with pytest.raises(ValueError, match="width must be an integer, got 2.5"):
+        ex.RunConfig(width=2.5)
+    with pytest.raises(ValueError, match="shuffle_labels must be true or false"):
+        ex.RunConfig(shuffle_labels="yes")
+    with pytest.raises(ValueError, match=r"train_fraction must be in \(0, 1\]"):
+        ex.RunConfig(train_fraction=0)
+    with pytest.raises(ValueError, match=r"unknown probes \['nope'\]; valid: grad_norms_init"):
+        ex.RunConfig(probes=["nope"])
+    with pytest.raises(ValueError, match="permute"):
+        ex.RunConfig(probes=["permute"])                 # no segment lengths to permute with
+    with pytest.raises(ValueError, match="window"):
+        ex.RunConfig(window=[0.25])
+
+
+def test_runconfig_normalises_values_and_keys():
+    c = ex.RunConfig(dataset="mitdb", window=[0.25, 0.45], probes=["permute"], permute_s=[1, 2], lr="1e-3")
+    assert c.window == (0.25, 0.45) and c.probes == ("permute",) and c.permute_s == (1.0, 2.0)
+    assert c.lr == 0.001                                  # PyYAML reads 1e-3 as a string
+    assert c.fs == 180.0 and ex.RunConfig(dataset="cinc2017").fs == 100.0
+    assert ex.RunConfig(dataset="mitdb").key == ex.RunConfig(dataset="mitdb", fs=180).key   # default == explicit
+    assert ex.RunConfig(depth=2).key == ex.RunConfig(depth=2.0).key
+    assert ex.RunConfig(depth=2).key != ex.RunConfig(depth=3).key
+    assert len({ex.RunConfig(seed=s).key for s in range(20)}) == 20
+    with pytest.raises(Exception):
+        c.depth = 5                                       # frozen: a config cannot drift from its key
+
+
+def test_sweep_is_the_validated_product():
+    configs = ex.sweep(TINY, family=["cnn", "lstm"], depth=[1, 2, 4], seed=[0, 1])
+    assert len(configs) == 12 and len({c.key for c in configs}) == 12
+    assert {(c.family, c.depth, c.seed) for c in configs} == {
+        (f, d, s) for f in ("cnn", "lstm") for d in (1, 2, 4) for s in (0, 1)}
+    assert all(c.width == 8 for c in configs)
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        ex.sweep(TINY, depth=[2, 0])
+    with pytest.raises(ValueError, match="needs a list"):
+        ex.sweep(TINY, depth=3)
+
+
+# ---------------------------------------------------------------- one run
+
+def test_training_subsample_and_shuffled_labels():
+    full = ex.load_splits(ex.RunConfig(**TINY))["train"]
+    part = ex.load_splits(ex.RunConfig(**TINY, train_fraction=0.25))["train"]
+    assert len(part.y) == 16 and np.bincount(part.y).tolist() == [8, 8]        # stratified
+    shuffled = ex.load_splits(ex.RunConfig(**TINY, shuffle_labels=True))["train"]
+    assert np.array_equal(shuffled.X, full.X) and not np.array_equal(shuffled.y, full.y)
+    assert np.bincount(shuffled.y).tolist() == np.bincount(full.y).tolist()    # a permutation
+
+
+def test_execute_record_is_json_with_every_probe():
+    c = ex.RunConfig(**TINY, probes=list(ex.PROBES), permute_s=[8, 40])
+    r = ex.execute(c)
+    json.dumps(r, allow_nan=False)                        # plain JSON, nothing numpy
+    assert r["key"] == c.key and r["status"] == "ok" and r["n_params"] > 0
+    assert r["config"]["probes"] == list(ex.PROBES)
+    for split in ("train", "val", "test"):
+        assert {"loss", "acc", "macro_f1", "f1"} <= set(r[split])
+    assert np.sum(r["test"]["confusion"]) == r["test"]["n"] == 16
+    assert len(r["history"]) == 1 and "grad_norms" in r["history"][0]
+    p = r["probes"]
+    assert list(p["grad_norms_init"]) == ["layers.0", "layers.1"]
+    assert len(p["input_grad"]["curve"]) == 160 and p["permute"]["samples"] == [8, 40]
+    assert set(p["saliency"]) == {"absent", "present"} and len(p["saliency"]["present"]["saliency"]) == 4
+    assert np.shape(p["filters"]["weights"]) == (8, 1, 7) and p["throughput"]["samples_per_s"] > 0
+    prov = r["provenance"]
+    assert prov["commit"] and prov["device"] and prov["wall_s"] > 0 and prov["finished_at"].endswith("+00:00")
+
+
+def test_downsample_keeps_at_most_512_points():
+    assert len(ex._downsample(np.ones(3000))) <= ex.CURVE_POINTS
+    assert ex._downsample(np.arange(4.0)) == [0.0, 1.0, 2.0, 3.0]
+    assert ex._downsample(np.ones(1025)) == [1.0] * 342
+
+
+def test_a_diverged_run_is_stored_not_raised(store, monkeypatch):
+    real = train_module.train
+
+    def poisoned(model, *args, **kwargs):
+        for p in model.parameters():
+            p.data.fill_(float("nan"))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", poisoned)
+    df = ex.run_sweep([ex.RunConfig(**TINY, family="lstm", probes=["input_grad"])], progress=False)
+    assert df.loc[0, "status"] == "diverged" and df.loc[0, "diverged_epoch"] == 1
+    assert df[["train_loss", "train_acc", "test_macro_f1"]].isna().all().all()
+    json.loads((store / f"{df.loc[0, 'key']}.json").read_text())
+
+
+def test_real_data_wiring(tiny_data, store):
+    """mitdb beats and cinc2017 crops through the same path, on the tiny databases."""
+    configs = [ex.RunConfig(dataset="mitdb", width=8, epochs=1, train_fraction=0.5),
+               ex.RunConfig(dataset="cinc2017", crop_s=4, width=8, epochs=1, family="gru")]
+    df = ex.run_sweep(configs, progress=False)
+    assert list(df["status"]) == ["ok", "ok"] and list(df["dataset"]) == ["mitdb", "cinc2017"]
+    mitdb, cinc = ex.load_records(configs)
+    assert mitdb["classes"] == ["N", "S", "V", "F", "Q"] and cinc["classes"] == ["N", "A", "O", "~"]
+    assert cinc["probes"] == {} and cinc["receptive_field"] is None
+
+
+# ---------------------------------------------------------------- the store and sweeps
+
+def test_stored_runs_are_not_retrained(store, monkeypatch):
+    configs = ex.sweep(TINY, family=["cnn", "gru"])
+    first = ex.run_sweep(configs, progress=False)
+    assert sorted(p.name for p in store.iterdir()) == sorted(f"{c.key}.json" for c in configs)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    again = ex.run_sweep(configs + configs[:1], progress=False)   # duplicates are one run
+    assert again.equals(first) and list(again["family"]) == ["cnn", "gru"]
+    assert again.filter(like="test_").notna().all().all()
+    with pytest.raises(AssertionError, match="trained again"):
+        ex.run_sweep(configs, fresh=True, progress=False)
+
+
+def test_an_interrupted_sweep_keeps_finished_runs_and_resumes(store, monkeypatch, count_trainings):
+    configs = ex.sweep(TINY, seed=[0, 1, 2, 3])
+    real = ex.execute
+
+    def crash_on_third(config):
+        if len(count_trainings) == 2:
+            raise KeyboardInterrupt          # as if the user stopped the sweep during run 3
+        return real(config)
+
+    monkeypatch.setattr(ex, "execute", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        ex.run_sweep(configs, progress=False)
+    assert sorted(p.name for p in store.iterdir()) == sorted(f"{c.key}.json" for c in configs[:2])
+    monkeypatch.setattr(ex, "execute", real)
+    count_trainings.clear()
+    df = ex.run_sweep(configs, progress=False)
+    assert len(count_trainings) == 2 and list(df["seed"]) == [0, 1, 2, 3]
+
+
+def _hammer(store: str, writer: int, rounds: int) -> None:
+    for i in range(rounds):
+        key = f"run{i % 5}"
+        ex.write_record({"format": ex.STORE_FORMAT, "key": key, "writer": writer, "payload": list(range(2000))},
+                        store)
+
+
+def test_two_processes_writing_at_once_corrupt_nothing(store):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(str(store), w, 30)) for w in range(2)]
+    for p in procs:
+        p.start()
+    while any(p.is_alive() for p in procs):      # readers meanwhile only ever see whole files
+        for f in store.glob("*.json") if store.exists() else []:
+            assert json.loads(f.read_text())["payload"][-1] == 1999
+        time.sleep(0.005)                        # leave the two cores to the writers
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert sorted(p.name for p in store.iterdir()) == [f"run{i}.json" for i in range(5)]   # no temp files left
+    assert {json.loads(f.read_text())["writer"] for f in store.iterdir()} <= {0, 1}
+
+
+def test_load_runs_is_tidy_and_list_runs_compact(store):
+    assert len(ex.load_runs()) == 0 and "test_macro_f1" in ex.load_runs().columns
+    configs = ex.sweep(TINY, depth=[1, 3])
+    ex.run_sweep(configs, progress=False)
+    (store / "ledger").mkdir()
+    (store / "notes.json").write_text('{"not": "a run"}')   # other JSON beside the runs is ignored
+    df = ex.load_runs()
+    assert len(df) == 2 and set(df["depth"]) == {1, 3}
+    for col in ["family", "seed", "window", "status", "n_params", "receptive_field", "train_loss", "val_acc",
+                "test_macro_f1", "wall_s", "device", "commit"]:
+        assert col in df.columns
+    assert df.loc[0, "window"] == (0.25, 0.45)
+    assert len(ex.load_runs(configs[:1])) == 1 and len(ex.load_records(configs)) == 2
+    listing = ex.list_runs()
+    assert len(listing) == 2 and {"key", "family", "depth", "test_macro_f1"} <= set(listing.columns)
+
+
+def test_process_executor_matches_local(tmp_path):
+    configs = ex.sweep(TINY, family=["cnn", "lstm"])
+    local = ex.run_sweep(configs, store=tmp_path / "a", progress=False)
+    pool = ex.run_sweep(configs, executor="process", store=tmp_path / "b", progress=False, workers=2)
+    cols = ["key", "status", "n_params", "test_acc"]
+    assert pool[cols].equals(local[cols])
+    np.testing.assert_allclose(pool["test_loss"], local["test_loss"], rtol=1e-4)
+    with pytest.raises(ValueError, match="valid executors: local, process, ray"):
+        ex.run_sweep(configs, executor="slurm", store=tmp_path / "a")
+
+
+@pytest.mark.ray
+def test_ray_executor_matches_local(tmp_path):
+    ray = pytest.importorskip("ray")
+    configs = ex.sweep(TINY, family=["cnn", "gru"])
+    local = ex.run_sweep(configs, store=tmp_path / "a", progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ex.run_sweep(configs, executor="ray", store=tmp_path / "b", progress=False)
+    finally:
+        ray.shutdown()
+    cols = ["key", "status", "n_params", "test_acc"]
+    assert remote[cols].equals(local[cols])
+    np.testing.assert_allclose(remote["test_loss"], local["test_loss"], rtol=1e-4)
+    assert os.listdir(tmp_path / "b") and sorted(os.listdir(tmp_path / "b")) == sorted(os.listdir(tmp_path / "a"))

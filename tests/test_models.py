@@ -1,0 +1,140 @@
+"""Model families: shapes on both datasets' inputs, receptive fields, learning, validation."""
+import pytest
+import torch
+
+from ecglib import diagnostics, models
+from ecglib.models import CONV_FAMILIES, FAMILIES, RECURRENT_FAMILIES, build_model, width_for_params
+
+MITDB_BEAT = 252    # 0.7 s at 360 Hz
+CINC_RECORD = 3000  # 30 s at 100 Hz (10 s at 300 Hz)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models on a busy 2-core machine: one thread avoids OpenMP contention, and it is deterministic.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_registry_lists_every_family_once():
+    assert sorted(CONV_FAMILIES + RECURRENT_FAMILIES) == sorted(FAMILIES)
+    assert set(models.OPTIONS) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("depth", [1, 2, 8])
+def test_forward_backward_shapes(family, depth):
+    torch.manual_seed(0)
+    model = build_model(family, depth, width=4, in_channels=1, n_classes=5)
+    assert len(model.layers) == depth
+    assert model.n_params == sum(p.numel() for p in model.parameters())
+    for length in (MITDB_BEAT, CINC_RECORD):
+        x = torch.randn(2, 1, length)
+        # PyTorch's CPU rnn and gru step through time one op at a time, and their backward over 3000 steps
+        # takes seconds per layer; the backward path is the one already exercised on the beat shape.
+        backward = family not in ("rnn", "gru") or length == MITDB_BEAT
+        with torch.set_grad_enabled(backward):
+            logits = model(x)
+            feats = model.features(x)
+        assert logits.shape == (2, 5)
+        assert feats.shape[:2] == (2, model.head.in_features) and feats.shape[-1] >= 1
+        if backward:
+            logits.sum().backward()
+            assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.layers.parameters())
+            model.zero_grad()
+
+
+def test_depth_32_runs_on_64_samples():
+    for family in CONV_FAMILIES:
+        assert build_model(family, 32, width=2)(torch.randn(2, 1, 64)).shape == (2, 5)
+
+
+def test_recurrent_options():
+    x = torch.randn(3, 2, 40)
+    for family in RECURRENT_FAMILIES:
+        bi = build_model(family, 2, width=4, in_channels=2, n_classes=3, bidirectional=True, readout="mean")
+        assert bi(x).shape == (3, 3) and bi.features(x).shape[1] == 8
+    # "last" reads the final state of each direction: the forward one at the end, the backward one at the start
+    model = build_model("lstm", 1, width=4, bidirectional=True).eval()
+    h = model.features(x[:, :1])
+    assert torch.equal(model.readout(h), torch.cat([h[:, :4, -1], h[:, 4:, 0]], 1))
+    hybrid = build_model("convlstm", 1, width=4, pool=4, conv_depth=3)
+    assert hybrid.features(torch.randn(1, 1, 64)).shape == (1, 4, 16)
+    assert hybrid.receptive_field == 1 + 3 * 6 + 3
+
+
+@pytest.mark.parametrize("family", ["cnn", "rescnn", "tcn", "glucnn", "convlstm"])
+def test_receptive_field_analytical_equals_measured(family):
+    for depth in (1, 2, 3, 5, 8):
+        torch.manual_seed(depth)
+        model = build_model(family, depth, width=8, kernel_size=5)
+        length = 2 * model.receptive_field + 64
+        assert diagnostics.measured_receptive_field(model, length) == model.receptive_field, (family, depth)
+
+
+def test_receptive_field_formula():
+    # Araujo et al.: r = 1 + sum (k_l - 1) prod_{i<l} s_i; two k=3 convs around a 2x pooling
+    assert models.receptive_field([(3, 1), (2, 2), (3, 1)]) == 1 + 2 + 1 + 2 * 2
+    # a TCN of 1 conv per level with dilations 1, 2, 4: 1 + (k-1)(2^n - 1)
+    assert build_model("tcn", 3, kernel_size=3).receptive_field == 1 + 2 * 7
+    assert build_model("lstm", 2).receptive_field is None
+
+
+def test_pooling_schedule_is_bounded_and_between_residual_pairs():
+    for depth in range(1, 33):
+        pools = models.pool_after(depth)
+        assert len(pools) <= models.MAX_POOLS and all(i % 2 == 0 and i < depth - 1 for i in pools)
+    assert models.pool_after(8) == [0, 2, 4, 6]
+
+
+def learnable(n=160, length=32, n_classes=3, seed=0):
+    """Each class adds its own constant offset to noise: every family can learn it in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % n_classes
+    x = torch.randn(n, 1, length, generator=g) * 0.5 + (y.float() - 1)[:, None, None]
+    return torch.utils.data.TensorDataset(x, y)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_loss_falls_on_a_learnable_task(family):
+    from ecglib.train import TrainConfig, seed_everything, train
+
+    ds = learnable()
+    seed_everything(0)
+    model = build_model(family, 2, width=8, n_classes=3)
+    result = train(model, ds, ds, TrainConfig(epochs=4, batch_size=16, lr=3e-2, progress=False, patience=None))
+    losses = [h["train_loss"] for h in result.history]
+    assert not result.diverged and len(losses) == 4
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert result.val["acc"] > 0.6  # chance is 1/3
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: build_model("transformer", 2), "valid families: cnn, rescnn"),
+    (lambda: build_model("cnn", 0), "depth=0"),
+    (lambda: build_model("cnn", 2.5), "depth=2.5"),
+    (lambda: build_model("cnn", True), "depth=True"),
+    (lambda: build_model("lstm", 2, width=0), "width=0"),
+    (lambda: build_model("lstm", 2, kernel_size=5), "valid options: dropout"),
+    (lambda: build_model("cnn", 2, readout="mean"), "no option readout"),
+    (lambda: build_model("gru", 2, readout="max"), "one of ['last', 'mean']"),
+    (lambda: build_model("cnn", 2, dropout=1.5), "dropout=1.5"),
+    (lambda: build_model("convlstm", 2, pool=0), "pool=0"),
+    (lambda: width_for_params("cnn", 2, 0), "target_params=0"),
+])
+def test_bad_arguments_fail_before_building(call, message):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert message in str(e.value)
+
+
+def test_width_for_params_is_nearest():
+    for family, depth, target in [("cnn", 4, 20_000), ("lstm", 2, 50_000), ("convlstm", 3, 30_000)]:
+        w = width_for_params(family, depth, target)
+        err = [abs(build_model(family, depth, v).n_params - target) for v in (w - 1, w, w + 1)]
+        assert err[1] <= err[0] and err[1] <= err[2]
+    assert width_for_params("gru", 1, 1) == 1
+    huge = width_for_params("lstm", 8, 10**9)  # built on the meta device: no memory spent
+    assert 2000 < huge < 10_000
