@@ -46,7 +46,7 @@ class RunConfig:
     # data
     dataset: str = "mitdb"
     split: str = "inter"                 # mitdb: inter-patient (DS1/DS2) or intra-patient (leaky) split
-    labels: str = "final"                # cinc2017: final or original (noisier) labels
+    labels: str = "final"                # cinc2017: labels that train and validate (test: always final)
     shuffle_labels: bool = False         # permute training labels: can the model memorise noise?
     fs: float | None = None              # None: the dataset default (DEFAULT_FS)
     window: tuple = (0.25, 0.45)         # mitdb: seconds before / after the R peak
@@ -241,6 +241,11 @@ def load_splits(config: RunConfig) -> dict:
         splits = data.mitdb_splits(scheme=config.split, fs=config.fs, window=config.window, seed=0)
     elif config.dataset == "cinc2017":
         splits = data.cinc2017_splits(fs=config.fs, labels=config.labels, seed=0)
+        if config.labels != "final":
+            # Noisy labels train and validate, as they would in practice; the test set is always
+            # scored against the final labels, so label-noise runs are compared on the same truth.
+            final = data.cinc2017_splits(fs=config.fs, labels="final", seed=0)
+            splits["test"] = final["test"]
     else:
         from ecglib import synthetic
         splits = synthetic.pattern_span_splits(config.span, config.length, config.n_train, config.seed)

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import scipy.io
 import wfdb
 
@@ -155,3 +156,12 @@ def smoke_book(tmp_path_factory) -> Path:
 def built_book(smoke_book) -> Path:
     """The rendered HTML of the smoke book."""
     return smoke_book / "_build" / "html"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a busy 2-core machine: one thread avoids OpenMP contention, and it is deterministic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

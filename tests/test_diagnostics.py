@@ -7,12 +7,7 @@ from ecglib import diagnostics as dg
 from ecglib.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_grad_norms_per_layer_leave_the_model_as_they_found_it():

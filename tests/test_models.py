@@ -9,13 +9,7 @@ MITDB_BEAT = 252    # 0.7 s at 360 Hz
 CINC_RECORD = 3000  # 30 s at 100 Hz (10 s at 300 Hz)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a busy 2-core machine: one thread avoids OpenMP contention, and it is deterministic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_every_family_once():

@@ -10,12 +10,7 @@ from ecglib.models import build_model
 from ecglib.train import (TrainConfig, class_weights, evaluate, metrics, pick_device, seed_everything, train)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy(n=96, length=32, n_classes=3, seed=0):
