@@ -168,9 +168,14 @@ def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
     root = Path(root)
     out = root / "_executed" / f"{name}.ipynb"
     out.parent.mkdir(exist_ok=True)
+    nb = jupytext.read(root / "chapters" / f"{name}.md")
+    for cell in nb.cells:  # the book shows the values used (papermill's injected cell), not the defaults
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
     t0 = time.time()
     try:
-        pm.execute_notebook(jupytext.read(root / "chapters" / f"{name}.md"), out, parameters=parameters,
+        pm.execute_notebook(nb, out, parameters=parameters,
                             cwd=root, progress_bar=False,
                             # ipykernel's start-up warning about TCP would otherwise land in the first cell's output
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])
