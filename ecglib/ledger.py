@@ -65,7 +65,7 @@ class Verdict:
 def fmt_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
     """'0.812 [0.790, 0.834]', or just the mean when there is no interval (one seed)."""
     if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
-        return f"{mean:.{digits}f} (one seed, no CI)"
+        return f"{mean:.{digits}f} (no CI: too few values)"
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
