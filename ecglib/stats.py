@@ -81,3 +81,9 @@ def paired_diff(df: pd.DataFrame, by: str, metric: str, a, b, within=(), pair: s
         return pd.DataFrame([[*mean_ci(diff["diff"], level), len(diff)]], columns=["mean", "low", "high", "n"])
     rows = [(*key, *mean_ci(g["diff"], level), len(g)) for key, g in diff.groupby(within, sort=True)]
     return pd.DataFrame(rows, columns=within + ["mean", "low", "high", "n"])
+
+
+def challenge_f1(record: dict) -> float:
+    """The PhysioNet/CinC 2017 score of a stored run: mean test F1 over N, A and O (noise is not scored)."""
+    f1 = dict(zip(record["classes"], record["test"]["f1"]))
+    return float(np.mean([math.nan if f1[c] is None else f1[c] for c in ("N", "A", "O")]))
