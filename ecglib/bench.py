@@ -84,7 +84,8 @@ def run(device=None, steps=None, repeats=None) -> list[dict]:
     repeats = repeats or REPEATS
     ds = Batches(steps * BATCH_SIZE)
     val = Batches(BATCH_SIZE, seed=1)
-    cfg = train.TrainConfig(epochs=1, batch_size=BATCH_SIZE, patience=None, progress=False, device=str(device))
+    cfg = train.TrainConfig(epochs=1, batch_size=BATCH_SIZE, schedule="onecycle", patience=None, progress=False,
+                            device=str(device))
     rows = []
     for name, (family, depth, options) in MODELS.items():
         train.seed_everything(0)

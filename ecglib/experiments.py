@@ -32,7 +32,9 @@ from tqdm.auto import tqdm
 
 import ecglib
 
-STORE_FORMAT = 1    # bump when a record's meaning changes: every key changes with it
+STORE_FORMAT = 2    # bump when a record's meaning changes: every key changes with it
+# 2: the training protocol (plateau schedule, early stopping on the scored classes, forget-gate bias 1, readout
+#    choices, patient-wise DS1 folds); records gain score, se, ppv, converged, collapsed
 DATASETS = ("mitdb", "cinc2017", "synthetic")
 DEFAULT_FS = {"mitdb": 180.0, "cinc2017": 100.0}   # enough for QRS morphology, and 2-3x cheaper than native
 EXECUTORS = ("local", "process", "ray")
@@ -64,15 +66,16 @@ class RunConfig:
     bidirectional: bool = False
     conv_depth: int = 2
     pool: int = 8
-    readout: str = "last"
-    # training
-    epochs: int = 10
+    readout: str = "mean"
+    forget_bias: float = 1.0             # lstm, gru, reslstm, convlstm: the gate bias that keeps the state
+    # training (train.py's protocol)
+    epochs: int = 50                     # a budget; early stopping ends a converged run before it
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-2
-    schedule: str = "onecycle"
+    schedule: str = "plateau"
     clip: float | None = 1.0
-    patience: int = 5
+    patience: int | None = 6
     class_weighted: bool = True
     max_batches: int | None = None
     seed: int = 0
@@ -93,6 +96,15 @@ class RunConfig:
             object.__setattr__(self, f.name, _validate(f.name, getattr(self, f.name)))
         if self.fs is None and self.dataset in DEFAULT_FS:
             object.__setattr__(self, "fs", DEFAULT_FS[self.dataset])  # one key for "default" and its value
+        # Model options the family does not take go back to their defaults, so that two configs that build
+        # the same model share one key (an LSTM's kernel_size, a CNN's forget_bias).
+        from ecglib.models import OPTIONS
+        for name in _MODEL_OPTIONS:
+            if name not in OPTIONS[self.family]:
+                object.__setattr__(self, name, _DEFAULTS[name])
+        if self.family in _conv_families() and self.readout not in _conv_readouts():
+            raise ValueError(f"readout {self.readout!r} is not valid for {self.family}; conv families pool over "
+                             f"time: {', '.join(_conv_readouts())}")
         if ("permute" in self.probes) != bool(self.permute_s):
             raise ValueError(f"permute_s {self.permute_s!r} and probes {self.probes!r}: the 'permute' probe "
                              "needs permute_s (segment lengths in seconds), and permute_s is used only by it")
@@ -107,6 +119,19 @@ class RunConfig:
         return asdict(self)
 
 
+_MODEL_OPTIONS = ("kernel_size", "dropout", "bidirectional", "conv_depth", "pool", "readout", "forget_bias")
+
+
+def _conv_families():
+    from ecglib.models import CONV_FAMILIES
+    return CONV_FAMILIES
+
+
+def _conv_readouts():
+    from ecglib.models import CONV_READOUTS
+    return CONV_READOUTS
+
+
 def _choices(name: str) -> tuple:
     """Valid values of the fields that name something, read from the module that owns the names."""
     if name == "family":
@@ -115,7 +140,7 @@ def _choices(name: str) -> tuple:
     if name == "schedule":
         from ecglib.train import SCHEDULES
         return tuple(SCHEDULES)
-    if name == "readout":
+    if name == "readout":   # build_model narrows it per family (conv trunks have no last-state readout)
         from ecglib.models import READOUTS
         return tuple(READOUTS)
     return {"dataset": DATASETS, "split": ("inter", "intra"), "labels": ("final", "original")}[name]
@@ -142,6 +167,7 @@ _RULES = {
     "conv_depth": ("int", lambda v: v >= 1, ">= 1"),
     "pool": ("int", lambda v: v >= 1, ">= 1"),
     "readout": ("choice", None, ""),
+    "forget_bias": ("float", lambda v: -10 <= v <= 10, "a bias in [-10, 10]"),
     "epochs": ("int", lambda v: v >= 1, ">= 1"),
     "batch_size": ("int", lambda v: v >= 1, ">= 1"),
     "lr": ("float", lambda v: v > 0, "> 0"),
@@ -205,6 +231,9 @@ def _validate(name: str, v):
     return v
 
 
+_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
+
+
 def sweep(base: dict, **lists) -> list[RunConfig]:
     """Every combination of the value lists on top of `base`, each validated, in a stable order."""
     names = list(lists)
@@ -234,11 +263,14 @@ def load_splits(config: RunConfig) -> dict:
 
     Real-data splits use split seed 0 whatever the run's seed, so every seed is tested on the same
     records and seeds can be paired; the run's seed drives the model, the batches and subsampling.
+    On MIT-BIH inter-patient, seed s validates on DS1 fold s mod N_FOLDS (and trains on the others):
+    across seeds, selection sees every DS1 patient, and runs of equal seed still share their split.
     """
     from ecglib import data
 
     if config.dataset == "mitdb":
-        splits = data.mitdb_splits(scheme=config.split, fs=config.fs, window=config.window, seed=0)
+        splits = data.mitdb_splits(scheme=config.split, fs=config.fs, window=config.window, seed=0,
+                                   fold=validation_fold(config))
     elif config.dataset == "cinc2017":
         splits = data.cinc2017_splits(fs=config.fs, labels=config.labels, seed=0)
         if config.labels != "final":
@@ -256,6 +288,19 @@ def load_splits(config: RunConfig) -> dict:
     if config.shuffle_labels:
         train = replace(train, y=rng.permutation(train.y))
     return {**splits, "train": train}
+
+
+def validation_fold(config: RunConfig) -> int:
+    """The DS1 fold a MIT-BIH run validates on."""
+    from ecglib.data import N_FOLDS
+    return config.seed % N_FOLDS
+
+
+def scored_classes(config: RunConfig, classes) -> list[int] | None:
+    """Indices of the classes the run's score averages over (data.SCORED), None for every class."""
+    from ecglib.data import SCORED
+    names = SCORED.get(config.dataset)
+    return None if names is None else [list(classes).index(c) for c in names]
 
 
 def make_datasets(config: RunConfig, splits: dict) -> dict:
@@ -288,7 +333,7 @@ def build(config: RunConfig, datasets: dict):
 
 
 def _metrics(m: dict, confusion: bool = False) -> dict:
-    keep = ["loss", "acc", "macro_f1", "f1", "n"] + (["confusion"] if confusion else [])
+    keep = ["loss", "acc", "macro_f1", "score", "f1", "se", "ppv", "n"] + (["confusion"] if confusion else [])
     return {k: m[k] for k in keep}
 
 
@@ -299,14 +344,17 @@ def execute(config: RunConfig) -> dict:
     t0 = time.time()
     datasets = make_datasets(config, load_splits(config))
     model = build(config, datasets)
+    scored = scored_classes(config, datasets["train"].classes)
     cfg = tr.TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-        schedule=config.schedule, clip=config.clip, patience=config.patience,
+        schedule=config.schedule, clip=config.clip, patience=config.patience, scored=scored,
         class_weighted=config.class_weighted, seed=config.seed, progress=True, max_batches=config.max_batches,
     )
     result = tr.train(model, datasets["train"], datasets["val"], cfg, test_ds=datasets["test"])
     # A run that diverged in its first epoch has no finite weights: its train metrics are as missing as val's.
-    train_metrics = tr.evaluate(model, datasets["train_eval"]) if result.best_epoch else result.val
+    train_metrics = tr.evaluate(model, datasets["train_eval"], scored=scored) if result.best_epoch else result.val
+    chance = tr.chance_score(datasets["val"].class_counts(), scored)
+    collapsed = tr.collapse(result.test["confusion"], result.val["score"], chance)
     probes = {name: PROBES[name](model, datasets, config) for name in config.probes}
     return _jsonable({
         "format": STORE_FORMAT,
@@ -315,6 +363,9 @@ def execute(config: RunConfig) -> dict:
         "status": "diverged" if result.diverged else "ok",
         "diverged_epoch": result.diverged_epoch,
         "best_epoch": result.best_epoch,
+        "converged": result.converged,
+        "collapsed": collapsed,         # why the model counts as collapsed (train.collapse), or null
+        "chance": chance,               # the validation score of a guess by class frequency
         "n_params": model.n_params,
         "receptive_field": model.receptive_field,
         "classes": list(datasets["train"].classes),
@@ -515,16 +566,18 @@ def load_records(configs=None, store=None) -> list[dict]:
     return [r for r in records if isinstance(r, dict) and r.get("format") == STORE_FORMAT]
 
 
-_METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1")]
-_RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "n_params", "receptive_field",
-                *_METRIC_COLUMNS, "wall_s", "device", "commit", "finished_at"]
+_METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1", "score")]
+_RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "converged", "collapsed", "collapse",
+                "n_params", "receptive_field", *_METRIC_COLUMNS, "wall_s", "device", "commit", "finished_at"]
 
 
 def _row(r: dict) -> dict:
     row = {k: tuple(v) if isinstance(v, list) else v for k, v in r["config"].items()}
-    row.update({k: r[k] for k in ("key", "status", "diverged_epoch", "best_epoch", "n_params", "receptive_field")})
+    row.update({k: r[k] for k in ("key", "status", "diverged_epoch", "best_epoch", "converged", "n_params",
+                                  "receptive_field")})
+    row.update(collapsed=r["collapsed"] is not None, collapse=r["collapsed"] or "")
     for s in ("train", "val", "test"):
-        for m in ("loss", "acc", "macro_f1"):
+        for m in ("loss", "acc", "macro_f1", "score"):
             row[f"{s}_{m}"] = np.nan if r[s][m] is None else r[s][m]
     p = r["provenance"]
     row.update(wall_s=p["wall_s"], device=p["device"], commit=p["commit"], finished_at=p["finished_at"])

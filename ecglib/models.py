@@ -33,15 +33,22 @@ FAMILIES = {
 CONV_FAMILIES = ["cnn", "rescnn", "tcn", "glucnn"]
 RECURRENT_FAMILIES = ["rnn", "lstm", "gru", "reslstm", "convlstm"]  # depth counts recurrent layers
 
-_CONV_OPTIONS = {"kernel_size": 7, "dropout": 0.0}
-_RNN_OPTIONS = {"dropout": 0.0, "bidirectional": False, "readout": "last"}
+_CONV_OPTIONS = {"kernel_size": 7, "dropout": 0.0, "readout": "mean"}
+_RNN_OPTIONS = {"dropout": 0.0, "bidirectional": False, "readout": "mean"}
+# Gated recurrent families start with a positive forget-gate bias (Jozefowicz et al. 2015): the state is kept
+# by default, so gradients through time do not vanish before training has begun.
+_GATED = {"forget_bias": 1.0}
 # The options each family accepts, with their defaults.
 OPTIONS = {
     **{f: _CONV_OPTIONS for f in CONV_FAMILIES},
-    **{f: _RNN_OPTIONS for f in ["rnn", "lstm", "gru", "reslstm"]},
-    "convlstm": {**_RNN_OPTIONS, "kernel_size": 7, "conv_depth": 2, "pool": 8},
+    "rnn": _RNN_OPTIONS,
+    **{f: {**_RNN_OPTIONS, **_GATED} for f in ["lstm", "gru", "reslstm"]},
+    "convlstm": {**_RNN_OPTIONS, **_GATED, "kernel_size": 7, "conv_depth": 2, "pool": 8},
 }
-READOUTS = ["last", "mean"]
+# How the trunk's output sequence [B, C, L'] becomes one vector: the last step (recurrent only: a conv trunk's
+# last step sees only its receptive field), or the mean or max over time.
+READOUTS = ["last", "mean", "max"]
+CONV_READOUTS = ["mean", "max"]
 MAX_POOLS = 4      # conv trunks downsample at most 2**4 = 16x, so depth 1..32 runs on inputs of 64+ samples
 TCN_CYCLE = 8      # tcn dilations 1, 2, ..., 128, 1, 2, ... (WaveNet-style repeats keep padding bounded)
 
@@ -79,6 +86,24 @@ class ConvLayer(nn.Module):
         return self.drop(self.act(self.norm(self.conv(x))))
 
 
+def pool_time(h, kind):
+    """[B, C, L] -> [B, C]: global average or max pooling over time."""
+    return h.amax(-1) if kind == "max" else h.mean(-1)
+
+
+def set_forget_bias(cell: nn.Module, value: float) -> None:
+    """Set the gate bias that keeps the state to `value` (input-side bias; the hidden-side one to 0), in both
+    directions: the LSTM forget gate, or the GRU update gate z (h' = (1 - z) n + z h, so z -> 1 keeps h)."""
+    width = cell.hidden_size
+    gate = 1  # gate order: LSTM i, f, g, o; GRU r, z, n: the second block either way
+    with torch.no_grad():
+        for name, p in cell.named_parameters():
+            if name.startswith("bias_ih"):
+                p[gate * width:(gate + 1) * width].fill_(value)
+            elif name.startswith("bias_hh"):
+                p[gate * width:(gate + 1) * width].zero_()
+
+
 class EcgModel(nn.Module):
     """What every family shares: x [B, C, L] -> features [B, C', L'] -> readout [B, C'] -> logits."""
 
@@ -98,9 +123,10 @@ class ConvNet(EcgModel):
     """cnn, rescnn, tcn and glucnn: one trunk of ConvLayers that differ only in skips, gating and dilation,
     so that comparing two families at equal depth isolates one design choice."""
 
-    def __init__(self, family, depth, width, in_channels, n_classes, kernel_size=7, dropout=0.0):
+    def __init__(self, family, depth, width, in_channels, n_classes, kernel_size=7, dropout=0.0, readout="mean"):
         super().__init__()
         tcn = family == "tcn"
+        self.readout_kind = readout
         self.layers = nn.ModuleList(
             ConvLayer(in_channels if i == 0 else width, width, kernel_size,
                       dilation=2 ** (i % TCN_CYCLE) if tcn else 1, gated=family == "glucnn", dropout=dropout)
@@ -134,7 +160,7 @@ class ConvNet(EcgModel):
     conv_features = features
 
     def readout(self, h):
-        return h.mean(-1)  # global average pooling
+        return pool_time(h, self.readout_kind)
 
 
 class RecurrentNet(EcgModel):
@@ -142,7 +168,7 @@ class RecurrentNet(EcgModel):
     skips and per-layer gradient norms are possible; dropout between layers, as nn.LSTM(dropout=p) does."""
 
     def __init__(self, family, depth, width, in_channels, n_classes, dropout=0.0, bidirectional=False,
-                 readout="last", kernel_size=7, conv_depth=2, pool=8):
+                 readout="mean", forget_bias=None, kernel_size=7, conv_depth=2, pool=8):
         super().__init__()
         self.front = None
         self.receptive_field = None
@@ -161,6 +187,9 @@ class RecurrentNet(EcgModel):
             cell(c_in if i == 0 else dirs * width, width, batch_first=True, bidirectional=bidirectional)
             for i in range(depth)
         )
+        if forget_bias is not None:
+            for layer in self.layers:
+                set_forget_bias(layer, forget_bias)
         self.residual = family == "reslstm"
         self.drop = nn.Dropout(dropout)
         self.width, self.bidirectional, self.readout_kind = width, bidirectional, readout
@@ -184,8 +213,8 @@ class RecurrentNet(EcgModel):
         return h.transpose(1, 2)
 
     def readout(self, h):
-        if self.readout_kind == "mean":
-            return h.mean(-1)
+        if self.readout_kind != "last":
+            return pool_time(h, self.readout_kind)
         if self.bidirectional:  # each direction's final state: forward at the end, backward at the start
             return torch.cat([h[:, : self.width, -1], h[:, self.width :, 0]], dim=1)
         return h[:, :, -1]
@@ -203,8 +232,11 @@ def _check_option(family, name, value):
         ok, valid = isinstance(value, numbers.Real) and 0 <= value < 1, "a number in [0, 1)"
     elif name == "bidirectional":
         ok, valid = isinstance(value, bool), "True or False"
+    elif name == "forget_bias":
+        ok, valid = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
     else:  # readout
-        ok, valid = value in READOUTS, f"one of {READOUTS}"
+        choices = CONV_READOUTS if family in CONV_FAMILIES else READOUTS
+        ok, valid = value in choices, f"one of {choices}"
     if not ok:
         raise ValueError(f"{family}: option {name}={value!r} is invalid; it must be {valid}")
 

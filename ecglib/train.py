@@ -10,6 +10,15 @@ batch at a time. The loop stays within a few percent of a bare PyTorch loop
 (`python -m ecglib bench`): losses, predictions and gradient norms accumulate on
 the device and are read back once per epoch.
 
+The protocol every run follows (Greff et al. 2017; Melis et al. 2018: train each family well before comparing):
+AdamW, a linear warm-up over the first epoch, then the learning rate cut by LR_FACTOR whenever the validation
+score has not improved for LR_PATIENCE + 1 epochs ("plateau"), and early stopping after `patience` epochs
+without a better validation score; the model keeps its best epoch. The validation *score* is the macro-F1 over
+the `scored` classes (the field's metric: N, S, V, F on MIT-BIH; N, A, O on CinC 2017), so a class too rare to
+score (MIT-BIH Q) cannot decide when to stop. A run is *converged* when its best epoch came at least
+`patience` epochs before its last: it stopped because the score stopped improving, not because the epoch
+budget ran out (`converged`). `collapse` tells a model that predicts (almost) one class, or scores at chance.
+
 A non-finite training or validation loss ends the run: `diverged=True`,
 `diverged_epoch` is that epoch (its history row holds the non-finite values), and
 the model is restored to its best epoch before divergence, whose weights are
@@ -29,24 +38,30 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
-SCHEDULES = ["onecycle", "cosine"]
+SCHEDULES = ["plateau", "onecycle", "cosine"]
+LR_PATIENCE, LR_FACTOR = 1, 0.3   # plateau: cut the rate 0.3x after 2 epochs without a better validation score
+WARMUP_START = 0.1                # plateau: the first epoch ramps the rate linearly from 0.1x to 1x
+NO_PATIENCE_GAP = 5               # convergence gap (epochs after the best) for runs without early stopping
+COLLAPSE_SHARE = 0.99             # collapsed: one class takes at least this share of the predictions ...
+CHANCE_MARGIN = 0.05              # ... or the validation score is within this of a guess by class frequency
 DEVICES = ["cuda", "mps", "cpu"]
 GRAD_EVERY = 10  # read per-layer gradient norms every this many steps: cheap, and enough for a mean
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 50                # a budget: early stopping normally ends the run well before it
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-2
-    schedule: str = "onecycle"      # per-step one-cycle or cosine decay
+    schedule: str = "plateau"       # warm-up then cut on plateau; or per-step one-cycle or cosine decay
     clip: float | None = 1.0        # max gradient norm; None disables clipping
-    patience: int | None = 5        # epochs without a better val macro-F1 before stopping; None: never stop
+    patience: int | None = 6        # epochs without a better val score before stopping; None: never stop
+    scored: tuple | None = None     # class indices the score averages F1 over; None: every class
     class_weighted: bool = True     # cross-entropy weighted by inverse class frequency
     device: str | None = None       # None: ECGLIB_DEVICE, else cuda, mps, cpu in that order
     amp: bool = True                # bf16 autocast on CUDA
@@ -74,6 +89,7 @@ class TrainResult:
     best_epoch: int                 # 1-based; 0 if no epoch finished with finite losses
     diverged: bool
     diverged_epoch: int | None
+    converged: bool                 # see converged()
     device: str
     seconds: float
     val: dict = field(default_factory=dict)
@@ -141,24 +157,59 @@ def _device_of(model):
     return next(model.parameters()).device
 
 
-def metrics(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
-    """acc, macro_f1 (over classes present in y or pred), per-class f1 (NaN for a class absent from both),
-    confusion matrix (rows: true class) and n."""
-    if len(y) == 0:
-        return {"acc": math.nan, "macro_f1": math.nan, "f1": [math.nan] * n_classes,
-                "confusion": np.zeros((n_classes, n_classes), int).tolist(), "n": 0}
+def metrics(y: np.ndarray, pred: np.ndarray, n_classes: int, scored=None) -> dict:
+    """acc, macro_f1 (over classes present in y or pred), score (macro-F1 over the `scored` class indices,
+    default all; a scored class absent from both counts as F1 0, so a score never rewards a missing class),
+    per class: f1 (NaN for a class absent from both), se (sensitivity, recall) and ppv (positive predictivity,
+    precision) as de Chazal et al. 2004 report them (NaN where undefined); confusion (rows: true class), n."""
     labels = list(range(n_classes))
+    if len(y) == 0:
+        nan = [math.nan] * n_classes
+        return {"acc": math.nan, "macro_f1": math.nan, "score": math.nan, "f1": nan, "se": nan, "ppv": nan,
+                "confusion": np.zeros((n_classes, n_classes), int).tolist(), "n": 0}
+    scored = labels if scored is None else [int(c) for c in scored]
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, zero_division=np.nan)
     return {
         "acc": float(accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=np.nan)),
-        "f1": [float(v) for v in f1_score(y, pred, labels=labels, average=None, zero_division=np.nan)],
+        "score": float(f1_score(y, pred, labels=scored, average="macro", zero_division=0.0)),
+        "f1": [float(v) for v in f1],
+        "se": [float(v) for v in recall],
+        "ppv": [float(v) for v in precision],
         "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
         "n": int(len(y)),
     }
 
 
+def chance_score(counts, scored=None) -> float:
+    """Expected score of a guess that draws each class with its frequency in `counts`: class c's F1 is then
+    its share p_c, so the macro-F1 over the scored classes is their mean share."""
+    p = np.asarray(counts, dtype=float) / max(float(np.sum(counts)), 1.0)
+    return float(np.mean(p if scored is None else p[list(scored)]))
+
+
+def collapse(confusion, val_score: float, chance: float) -> str | None:
+    """Why a trained model counts as collapsed, or None: one class takes >= COLLAPSE_SHARE of its predictions
+    (columns of the confusion matrix), or its validation score is within CHANCE_MARGIN of `chance`."""
+    predicted = np.asarray(confusion, dtype=float).sum(0)
+    if predicted.sum() > 0 and predicted.max() / predicted.sum() >= COLLAPSE_SHARE:
+        return f"predicts class {int(predicted.argmax())} for {predicted.max() / predicted.sum():.1%} of items"
+    if not math.isfinite(val_score):
+        return "no finite validation score"
+    if val_score <= chance + CHANCE_MARGIN:
+        return f"validation score {val_score:.3f} within {CHANCE_MARGIN} of chance ({chance:.3f})"
+    return None
+
+
+def converged(history: list[dict], best_epoch: int, patience: int | None, diverged: bool = False) -> bool:
+    """The best epoch came at least `patience` (NO_PATIENCE_GAP without early stopping) epochs before the last:
+    the validation score had stopped improving before the run ended."""
+    gap = NO_PATIENCE_GAP if patience is None else patience
+    return bool(not diverged and best_epoch >= 1 and len(history) - best_epoch >= gap)
+
+
 @torch.inference_mode()
-def evaluate(model, ds, batch_size=512, device=None, amp=True) -> dict:
+def evaluate(model, ds, batch_size=512, device=None, amp=True, scored=None) -> dict:
     """Unweighted mean cross-entropy and metrics() of `model` on `ds`, in eval mode."""
     device = pick_device(device) if device is not None else _device_of(model)
     model.to(device).eval()
@@ -171,7 +222,7 @@ def evaluate(model, ds, batch_size=512, device=None, amp=True) -> dict:
         ys.append(y)
         preds.append(logits.argmax(1))
     y, pred = (torch.cat(t).cpu().numpy() if t else np.zeros(0, int) for t in (ys, preds))
-    out = metrics(y, pred, model.n_classes)
+    out = metrics(y, pred, model.n_classes, scored)
     return {"loss": loss.item() / len(y) if len(y) else math.nan, **out}
 
 
@@ -190,13 +241,16 @@ def class_weights(ds, n_classes) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def _scheduler(opt, cfg, total_steps):
+def _scheduler(opt, cfg, total_steps, steps_per_epoch):
+    """The per-step schedule (plateau: the warm-up; its cuts are made per epoch by ReduceLROnPlateau)."""
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return torch.optim.lr_scheduler.LinearLR(opt, start_factor=WARMUP_START, total_iters=steps_per_epoch)
 
 
-def train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar=None) -> dict:
+def train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar=None, step_schedule=True) -> dict:
     """One pass over `loader` (at most cfg.max_batches batches); reads the device back once, at the end."""
     model.train()
     n_steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
@@ -215,7 +269,8 @@ def train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar=None) -> di
         if cfg.clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        sched.step()
+        if step_schedule:
+            sched.step()
         loss_sum += loss.detach()
         ys.append(y)
         preds.append(logits.detach().argmax(1))
@@ -223,19 +278,20 @@ def train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar=None) -> di
             bar.update()
     y, pred = torch.cat(ys).cpu().numpy(), torch.cat(preds).cpu().numpy()  # the epoch's one sync
     seconds = time.perf_counter() - start
-    m = metrics(y, pred, model.n_classes)
+    m = metrics(y, pred, model.n_classes, cfg.scored)
     return {"train_loss": loss_sum.item() / n_steps, "train_acc": m["acc"], "train_f1": m["macro_f1"],
+            "train_score": m["score"],
             "grad_norms": dict(zip(layer_names(model), (grad_sum / n_grad).tolist())),
             "seconds": seconds, "samples_per_s": len(y) / seconds}
 
 
 def train(model, train_ds, val_ds, cfg: TrainConfig | None = None, test_ds=None) -> TrainResult:
-    """Train `model` (an ecglib.models.EcgModel) with AdamW, early stopping on validation macro-F1.
+    """Train `model` (an ecglib.models.EcgModel) with AdamW and early stopping on the validation score.
 
     history rows: epoch, lr (at the epoch's start), train_loss (the weighted training objective), train_acc,
-    train_f1, val_loss (unweighted cross-entropy), val_acc, val_f1, grad_norms {"layers.i": mean L2 norm of that
-    layer's gradients, before clipping, over every GRAD_EVERY-th step}, seconds and samples_per_s of the
-    training pass. The model is left at its best weights, on the training device.
+    train_f1, train_score, val_loss (unweighted cross-entropy), val_acc, val_f1, val_score, grad_norms
+    {"layers.i": mean L2 norm of that layer's gradients, before clipping, over every GRAD_EVERY-th step},
+    seconds and samples_per_s of the training pass. The model is left at its best weights, on the device.
     """
     cfg = cfg or TrainConfig()
     seed_everything(cfg.seed)
@@ -247,44 +303,52 @@ def train(model, train_ds, val_ds, cfg: TrainConfig | None = None, test_ds=None)
     steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     weight = class_weights(train_ds, model.n_classes).to(device) if cfg.class_weighted else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = _scheduler(opt, cfg, cfg.epochs * steps)
+    sched = _scheduler(opt, cfg, cfg.epochs * steps, steps)
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=LR_FACTOR, patience=LR_PATIENCE)
+               if cfg.schedule == "plateau" else None)
 
     def loss_fn(logits, y):
         return F.cross_entropy(logits, y, weight=weight)
 
-    history, best_f1, best_epoch, best_state, diverged_epoch = [], -math.inf, 0, None, None
+    history, best_score, best_epoch, best_state, diverged_epoch = [], -math.inf, 0, None, None
     start = time.perf_counter()
     bar = tqdm(total=cfg.epochs * steps, desc=f"{getattr(model, 'family', 'model')}", disable=not cfg.progress,
                leave=False)
     for epoch in range(1, cfg.epochs + 1):
         lr = opt.param_groups[0]["lr"]
-        row = train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar)
-        val = evaluate(model, val_ds, device=device, amp=cfg.amp)
+        # plateau: the per-step scheduler is the warm-up, which ends with the first epoch
+        row = train_epoch(model, loader, opt, sched, loss_fn, cfg, device, bar,
+                          step_schedule=plateau is None or epoch == 1)
+        val = evaluate(model, val_ds, device=device, amp=cfg.amp, scored=cfg.scored)
         history.append({"epoch": epoch, "lr": lr, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
-                        "train_f1": row["train_f1"], "val_loss": val["loss"], "val_acc": val["acc"],
-                        "val_f1": val["macro_f1"], "grad_norms": row["grad_norms"], "seconds": row["seconds"],
+                        "train_f1": row["train_f1"], "train_score": row["train_score"], "val_loss": val["loss"],
+                        "val_acc": val["acc"], "val_f1": val["macro_f1"], "val_score": val["score"],
+                        "grad_norms": row["grad_norms"], "seconds": row["seconds"],
                         "samples_per_s": row["samples_per_s"]})
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{val['macro_f1']:.3f}")
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_score=f"{val['score']:.3f}")
         if not (math.isfinite(row["train_loss"]) and math.isfinite(val["loss"])):
             diverged_epoch = epoch
             break
-        # NaN F1 (no class defined) never counts as an improvement
-        if val["macro_f1"] > best_f1 or best_state is None:
-            best_f1, best_epoch = val["macro_f1"], epoch
+        # NaN scores (nothing to score) never count as an improvement
+        if val["score"] > best_score or best_state is None:
+            best_score, best_epoch = val["score"], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif cfg.patience is not None and epoch - best_epoch >= cfg.patience:
             break
+        if plateau is not None and math.isfinite(val["score"]):
+            plateau.step(val["score"])
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-        val = evaluate(model, val_ds, device=device, amp=cfg.amp)
-        test = evaluate(model, test_ds, device=device, amp=cfg.amp) if test_ds is not None else None
+        val = evaluate(model, val_ds, device=device, amp=cfg.amp, scored=cfg.scored)
+        test = evaluate(model, test_ds, device=device, amp=cfg.amp, scored=cfg.scored) if test_ds is not None else None
     else:  # diverged in the first epoch: there are no finite weights to evaluate
         val = _nan_metrics(model.n_classes)
         test = _nan_metrics(model.n_classes) if test_ds is not None else None
     return TrainResult(history=history, best_epoch=best_epoch, diverged=diverged_epoch is not None,
-                       diverged_epoch=diverged_epoch, device=str(device), seconds=time.perf_counter() - start,
-                       val=val, test=test)
+                       diverged_epoch=diverged_epoch,
+                       converged=converged(history, best_epoch, cfg.patience, diverged_epoch is not None),
+                       device=str(device), seconds=time.perf_counter() - start, val=val, test=test)
 
 
 def _nan_metrics(n_classes):

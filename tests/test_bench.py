@@ -40,7 +40,7 @@ def test_the_bare_loop_trains_like_the_loop(tiny):
     from ecglib import models, train
 
     ds = bench.Batches(8)
-    cfg = train.TrainConfig(epochs=1, batch_size=4, patience=None, progress=False, device="cpu")
+    cfg = train.TrainConfig(epochs=1, batch_size=4, schedule="onecycle", patience=None, progress=False, device="cpu")
     weights = []
     for loop in ("loop", "bare"):
         train.seed_everything(0)

@@ -212,23 +212,26 @@ def test_resampling_and_normalisation(tiny_data):
 
 
 def test_inter_split_is_by_patient(tiny_data):
-    splits = data.mitdb_splits("inter", seed=3)
+    splits = data.mitdb_splits("inter", fold=3)
     records = {p: set(s.meta.record) for p, s in splits.items()}
     assert records["test"] == set(data.DS2)
     assert records["train"] | records["val"] == set(data.DS1)
     assert not records["train"] & records["val"]
-    assert len(records["val"]) == data.VAL_RECORDS
+    assert len(records["val"]) == 4
     val_classes = set(splits["val"].meta.aami)
     assert {"S", "V"} <= val_classes
     for s in splits.values():
         assert s.classes == data.AAMI_CLASSES and s.y.dtype == np.int64
         assert [s.classes[i] for i in s.y] == s.meta.aami.tolist()
-    assert data.mitdb_splits("inter", seed=3)["val"].meta.record.unique().tolist() == sorted(records["val"])
+    assert data.mitdb_splits("inter", fold=3)["val"].meta.record.unique().tolist() == sorted(records["val"])
 
 
-def test_val_records_depend_on_seed(tiny_data):
-    draws = {tuple(sorted(set(data.mitdb_splits(seed=s)["val"].meta.record))) for s in range(6)}
-    assert len(draws) > 1
+def test_validation_folds_partition_ds1(tiny_data):
+    folds = [sorted(set(data.mitdb_splits(fold=k)["val"].meta.record)) for k in range(data.N_FOLDS)]
+    assert sorted(r for f in folds for r in f) == sorted(data.DS1)     # every DS1 patient in exactly one fold
+    assert [len(f) for f in folds] == [5, 5, 4, 4, 4]
+    with pytest.raises(ValueError, match="fold must be an integer in"):
+        data.mitdb_splits(fold=data.N_FOLDS)
 
 
 def test_intra_split_is_stratified_by_beat(tiny_data):
@@ -387,14 +390,16 @@ def test_real_mitdb_counts(realdata):
     s = data.summary()
     assert s["mitdb"]["DS1"]["classes"] == {"N": 45866, "S": 944, "V": 3788, "F": 415, "Q": 8}
     assert s["mitdb"]["DS2"]["classes"] == {"N": 44259, "S": 1837, "V": 3221, "F": 388, "Q": 7}
-    splits = data.mitdb_splits()
-    records = {p: set(sp.meta.record) for p, sp in splits.items()}
-    assert records["test"] == set(data.DS2) and records["train"] | records["val"] == set(data.DS1)
-    assert not records["train"] & records["val"]
-    val = splits["val"].meta.aami.value_counts()
-    for c, n in (("S", 944), ("V", 3788)):
-        assert 0.05 * n <= val[c] <= 0.5 * n
-    assert val.get("F", 0) <= 0.5 * 415
+    for fold in range(data.N_FOLDS):
+        splits = data.mitdb_splits(fs=180, fold=fold)
+        records = {p: set(sp.meta.record) for p, sp in splits.items()}
+        assert records["test"] == set(data.DS2) and records["train"] | records["val"] == set(data.DS1)
+        assert not records["train"] & records["val"]
+        val = splits["val"].meta.aami.value_counts()
+        # every fold can score every scored class: >= 10% of DS1's S and V beats, and some F beats
+        for c, n in (("S", 944), ("V", 3788)):
+            assert val[c] >= 0.1 * n
+        assert val.get("F", 0) >= 1
 
 
 @pytest.mark.realdata

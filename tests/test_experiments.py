@@ -73,6 +73,20 @@ def test_runconfig_normalises_values_and_keys():
         c.depth = 5                                       # frozen: a config cannot drift from its key
 
 
+def test_options_a_family_does_not_take_do_not_change_its_key():
+    assert ex.RunConfig(family="cnn", forget_bias=0.0).key == ex.RunConfig(family="cnn").key
+    assert ex.RunConfig(family="lstm", kernel_size=3).key == ex.RunConfig(family="lstm").key
+    assert ex.RunConfig(family="lstm", forget_bias=0.0).key != ex.RunConfig(family="lstm").key
+    with pytest.raises(ValueError, match="readout 'last' is not valid for cnn"):
+        ex.RunConfig(family="cnn", readout="last")
+
+
+def test_mitdb_seeds_validate_on_their_own_fold():
+    from ecglib.data import N_FOLDS
+    assert [ex.validation_fold(ex.RunConfig(dataset="mitdb", seed=s)) for s in range(7)] == [0, 1, 2, 3, 4, 0, 1]
+    assert N_FOLDS == 5
+
+
 def test_sweep_is_the_validated_product():
     configs = ex.sweep(TINY, family=["cnn", "lstm"], depth=[1, 2, 4], seed=[0, 1])
     assert len(configs) == 12 and len({c.key for c in configs}) == 12
@@ -103,7 +117,10 @@ def test_execute_record_is_json_with_every_probe():
     assert r["key"] == c.key and r["status"] == "ok" and r["n_params"] > 0
     assert r["config"]["probes"] == list(ex.PROBES)
     for split in ("train", "val", "test"):
-        assert {"loss", "acc", "macro_f1", "f1"} <= set(r[split])
+        assert {"loss", "acc", "macro_f1", "score", "f1", "se", "ppv"} <= set(r[split])
+    # one epoch of a 1-epoch budget: the score may still have been rising, so it has not converged
+    assert r["converged"] is False and r["chance"] == pytest.approx(0.5)
+    assert r["collapsed"] is None or isinstance(r["collapsed"], str)
     assert np.sum(r["test"]["confusion"]) == r["test"]["n"] == 16
     assert len(r["history"]) == 1 and "grad_norms" in r["history"][0]
     p = r["probes"]
@@ -132,7 +149,8 @@ def test_a_diverged_run_is_stored_not_raised(store, monkeypatch):
     monkeypatch.setattr(train_module, "train", poisoned)
     df = ex.run_sweep([ex.RunConfig(**TINY, family="lstm", probes=["input_grad"])], progress=False)
     assert df.loc[0, "status"] == "diverged" and df.loc[0, "diverged_epoch"] == 1
-    assert df[["train_loss", "train_acc", "test_macro_f1"]].isna().all().all()
+    assert df[["train_loss", "train_acc", "test_macro_f1", "test_score"]].isna().all().all()
+    assert not df.loc[0, "converged"] and df.loc[0, "collapsed"]   # a diverged run is never evidence
     json.loads((store / f"{df.loc[0, 'key']}.json").read_text())
 
 

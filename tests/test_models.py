@@ -51,7 +51,7 @@ def test_recurrent_options():
         bi = build_model(family, 2, width=4, in_channels=2, n_classes=3, bidirectional=True, readout="mean")
         assert bi(x).shape == (3, 3) and bi.features(x).shape[1] == 8
     # "last" reads the final state of each direction: the forward one at the end, the backward one at the start
-    model = build_model("lstm", 1, width=4, bidirectional=True).eval()
+    model = build_model("lstm", 1, width=4, bidirectional=True, readout="last").eval()
     h = model.features(x[:, :1])
     assert torch.equal(model.readout(h), torch.cat([h[:, :4, -1], h[:, 4:, 0]], 1))
     hybrid = build_model("convlstm", 1, width=4, pool=4, conv_depth=3)
@@ -112,8 +112,10 @@ def test_loss_falls_on_a_learnable_task(family):
     (lambda: build_model("cnn", True), "depth=True"),
     (lambda: build_model("lstm", 2, width=0), "width=0"),
     (lambda: build_model("lstm", 2, kernel_size=5), "valid options: dropout"),
-    (lambda: build_model("cnn", 2, readout="mean"), "no option readout"),
-    (lambda: build_model("gru", 2, readout="max"), "one of ['last', 'mean']"),
+    (lambda: build_model("cnn", 2, readout="last"), "one of ['mean', 'max']"),
+    (lambda: build_model("gru", 2, readout="first"), "one of ['last', 'mean', 'max']"),
+    (lambda: build_model("rnn", 2, forget_bias=1.0), "rnn has no option forget_bias"),
+    (lambda: build_model("cnn", 2, forget_bias=1.0), "cnn has no option forget_bias"),
     (lambda: build_model("cnn", 2, dropout=1.5), "dropout=1.5"),
     (lambda: build_model("convlstm", 2, pool=0), "pool=0"),
     (lambda: width_for_params("cnn", 2, 0), "target_params=0"),
@@ -122,6 +124,30 @@ def test_bad_arguments_fail_before_building(call, message):
     with pytest.raises(ValueError) as e:
         call()
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("family", ["cnn", "tcn", "rnn", "lstm", "gru"])
+def test_readouts_pool_the_feature_sequence(family):
+    x = torch.randn(3, 1, 64)
+    for readout in (["mean", "max"] if family in CONV_FAMILIES else ["last", "mean", "max"]):
+        model = build_model(family, 2, width=4, readout=readout).eval()
+        h = model.features(x)
+        expected = {"mean": h.mean(-1), "max": h.amax(-1), "last": h[:, :, -1]}[readout]
+        assert torch.equal(model.readout(h), expected)
+
+
+@pytest.mark.parametrize("family, gates", [("lstm", 4), ("gru", 3), ("reslstm", 4), ("convlstm", 4)])
+def test_forget_bias_sets_the_keep_gate_in_every_layer_and_direction(family, gates):
+    model = build_model(family, 3, width=5, forget_bias=1.5, bidirectional=True)
+    for layer in model.layers:
+        for name, p in layer.named_parameters():
+            if name.startswith("bias"):
+                blocks = p.detach().view(gates, 5)
+                # the second gate block is LSTM's forget gate and GRU's update gate z; the rest keep their init
+                assert torch.all(blocks[1] == (1.5 if "ih" in name else 0.0))
+                assert not torch.all(blocks[0] == blocks[0][0])
+    # the default keeps the state: a GRU's z gate starts biased open, so h' leans towards h
+    assert torch.all(build_model("gru", 1, width=5).layers[0].bias_ih_l0.view(3, 5)[1] == 1.0)
 
 
 def test_width_for_params_is_nearest():

@@ -7,7 +7,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ecglib.models import build_model
-from ecglib.train import (TrainConfig, class_weights, evaluate, metrics, pick_device, seed_everything, train)
+from ecglib.train import (TrainConfig, chance_score, class_weights, collapse, converged, evaluate, metrics,
+                          pick_device, seed_everything, train)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,7 +62,7 @@ def test_same_seed_same_history(family):
     _, a = fit(family)
     _, b = fit(family)
     assert floats(a.history) == floats(b.history)
-    assert a.val == b.val
+    np.testing.assert_equal(a.val, b.val)   # NaN (undefined per-class values) counts as equal
     _, c = fit(family, seed=1)
     assert floats(c.history) != floats(a.history)
 
@@ -69,8 +70,8 @@ def test_same_seed_same_history(family):
 def test_history_rows_and_result():
     model, r = fit(test=toy(40, seed=2))
     assert [h["epoch"] for h in r.history] == [1, 2, 3]
-    keys = {"epoch", "lr", "train_loss", "train_acc", "train_f1", "val_loss", "val_acc", "val_f1", "grad_norms",
-            "seconds", "samples_per_s"}
+    keys = {"epoch", "lr", "train_loss", "train_acc", "train_f1", "train_score", "val_loss", "val_acc", "val_f1",
+            "val_score", "grad_norms", "seconds", "samples_per_s"}
     for h in r.history:
         assert set(h) == keys
         assert list(h["grad_norms"]) == ["layers.0", "layers.1"]
@@ -78,10 +79,10 @@ def test_history_rows_and_result():
         assert h["samples_per_s"] > 0 and 0 <= h["train_acc"] <= 1
     assert r.device == "cpu" and not r.diverged and r.diverged_epoch is None
     assert r.test["n"] == 40 and np.array(r.test["confusion"]).sum() == 40
-    assert set(r.val) == {"loss", "acc", "macro_f1", "f1", "confusion", "n"}
+    assert set(r.val) == {"loss", "acc", "macro_f1", "score", "f1", "se", "ppv", "confusion", "n"}
     # the model is left at its best epoch
-    assert r.val["macro_f1"] == r.history[r.best_epoch - 1]["val_f1"]
-    assert evaluate(model, toy(48, seed=1)) == r.val
+    assert r.val["score"] == r.history[r.best_epoch - 1]["val_score"]
+    np.testing.assert_equal(evaluate(model, toy(48, seed=1)), r.val)
 
 
 def test_early_stopping_restores_the_best_weights():
@@ -90,9 +91,30 @@ def test_early_stopping_restores_the_best_weights():
     noise = TensorDataset(torch.randn(60, 1, 32, generator=g), torch.randint(0, 3, (60,), generator=g))
     model, r = fit(cfg=TrainConfig(epochs=12, batch_size=16, patience=1, progress=False), val=noise)
     assert len(r.history) == r.best_epoch + 1 < 12
-    best = max(h["val_f1"] for h in r.history)
-    assert r.history[r.best_epoch - 1]["val_f1"] == best == r.val["macro_f1"]
-    assert evaluate(model, noise)["macro_f1"] == best
+    best = max(h["val_score"] for h in r.history)
+    assert r.history[r.best_epoch - 1]["val_score"] == best == r.val["score"]
+    assert evaluate(model, noise)["score"] == best
+    assert r.converged   # it stopped because the score stopped improving
+
+
+def test_early_stopping_reads_only_the_scored_classes():
+    # validation labels all class 2: the score over classes 0 and 1 is 0 whatever the model predicts,
+    # so no epoch beats the first and patience 2 ends the run at epoch 3
+    g = torch.Generator().manual_seed(4)
+    only2 = TensorDataset(torch.randn(30, 1, 32, generator=g), torch.full((30,), 2))
+    _, r = fit(cfg=TrainConfig(epochs=10, batch_size=16, patience=2, scored=(0, 1), progress=False), val=only2)
+    assert [h["val_score"] for h in r.history] == [0.0, 0.0, 0.0] and r.best_epoch == 1
+
+
+def test_plateau_schedule_warms_up_then_cuts_on_a_plateau():
+    g = torch.Generator().manual_seed(3)
+    noise = TensorDataset(torch.randn(60, 1, 32, generator=g), torch.randint(0, 3, (60,), generator=g))
+    _, r = fit(cfg=TrainConfig(epochs=8, batch_size=16, lr=1e-2, patience=None, progress=False), val=noise)
+    lrs = [h["lr"] for h in r.history]
+    assert lrs[0] == pytest.approx(1e-3)   # the warm-up starts at 0.1x
+    assert lrs[1] == pytest.approx(1e-2)   # and reaches the full rate after one epoch
+    assert min(lrs) < 1e-2 and all(b <= a for a, b in zip(lrs[1:], lrs[2:]))   # then only cuts
+    assert set(round(v / 1e-2, 6) for v in lrs[1:]) <= {round(0.3 ** k, 6) for k in range(8)}
 
 
 class Poisoned(torch.nn.Module):
@@ -143,7 +165,7 @@ def test_schedules_and_clipping():
     _, cos = fit(cfg=TrainConfig(epochs=3, batch_size=16, schedule="cosine", clip=None, progress=False))
     lrs = [h["lr"] for h in cos.history]
     assert lrs[0] == pytest.approx(3e-3) and lrs[0] > lrs[1] > lrs[2]
-    _, one = fit(cfg=TrainConfig(epochs=3, batch_size=16, progress=False))
+    _, one = fit(cfg=TrainConfig(epochs=3, batch_size=16, schedule="onecycle", progress=False))
     assert one.history[0]["lr"] < one.history[1]["lr"]  # one-cycle warms up first
 
 
@@ -154,6 +176,47 @@ def test_metrics_with_absent_classes():
     assert m["f1"][0] == pytest.approx(2 / 3) and m["f1"][1] == pytest.approx(0.8)
     assert all(math.isnan(v) for v in m["f1"][2:])
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # classes absent from both are left out
+    assert m["score"] == pytest.approx((2 / 3 + 0.8) / 5)     # ... but a scored class absent counts as 0
+    assert metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 5, scored=[1])["score"] == pytest.approx(0.8)
+
+
+def test_sensitivity_and_positive_predictivity_follow_de_chazal():
+    y = np.array([0] * 8 + [1] * 4 + [2] * 2)
+    pred = np.array([0] * 6 + [1] * 2 + [1] * 3 + [0] + [2, 0])
+    m = metrics(y, pred, 3, scored=[0, 1])
+    assert m["se"] == pytest.approx([6 / 8, 3 / 4, 1 / 2])     # TP / (TP + FN): rows of the confusion
+    assert m["ppv"] == pytest.approx([6 / 8, 3 / 5, 1 / 1])    # TP / (TP + FP): its columns
+    assert m["score"] == pytest.approx(np.mean(m["f1"][:2]))
+
+
+def test_chance_score_is_the_mean_share_of_the_scored_classes():
+    assert chance_score([50, 50]) == pytest.approx(0.5)
+    assert chance_score([80, 10, 10, 0], scored=[0, 1]) == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize("confusion, val_score, reason", [
+    ([[90, 0], [10, 0]], 0.9, "predicts class 0 for 100.0%"),
+    ([[989, 1], [10, 0]], 0.9, "predicts class 0 for 99.9%"),
+    ([[60, 40], [40, 60]], 0.54, "within 0.05 of chance"),
+    ([[60, 40], [40, 60]], float("nan"), "no finite validation score"),
+    ([[60, 40], [40, 60]], 0.56, None),
+    ([[97, 0], [1, 2]], 0.8, None),            # 98% of predictions in one class is not yet a collapse
+])
+def test_collapse(confusion, val_score, reason):
+    got = collapse(confusion, val_score, chance=0.5)
+    assert got is None if reason is None else reason in got
+
+
+@pytest.mark.parametrize("n_epochs, best, patience, diverged, expected", [
+    (10, 4, 6, False, True),      # stopped by early stopping: 6 epochs without a better score
+    (10, 5, 6, False, False),     # the budget ran out 5 epochs after the best: still improving, perhaps
+    (20, 20, None, False, False),
+    (20, 15, None, False, True),  # without early stopping the gap is NO_PATIENCE_GAP = 5
+    (10, 4, 6, True, False),
+    (0, 0, 6, True, False),
+])
+def test_converged(n_epochs, best, patience, diverged, expected):
+    assert converged([{}] * n_epochs, best, patience, diverged) is expected
 
 
 def test_class_weights_are_inverse_frequency():
@@ -176,7 +239,7 @@ def test_devices(monkeypatch):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("schedule", "step", "valid schedules: ['onecycle', 'cosine']"),
+    ("schedule", "step", "valid schedules: ['plateau', 'onecycle', 'cosine']"),
     ("epochs", 0, "epochs=0"),
     ("batch_size", 2.5, "batch_size=2.5"),
     ("patience", 0, "patience=0"),

@@ -1,0 +1,146 @@
+"""The training protocol's selection step: every family tuned on validation data only, with the same effort.
+
+A comparison of model families is only as good as its weakest baseline (Melis et al. 2018: well-tuned LSTMs
+beat newer models reported as better). So before any chapter judges a family, `select` searches its
+hyperparameters on the validation split, never the test set, with the same number of candidates for every
+family. Following Greff et al. (2017), who found the learning rate by far the most important hyperparameter and
+interactions small enough to tune one at a time, the search is a coordinate search: the learning rate first,
+then the readout, then one family-specific knob (the forget-gate bias of gated recurrent families,
+Jozefowicz et al. 2015; weight decay for the others), each stage keeping the best value so far.
+
+    sel = select({"dataset": "mitdb", "width": 32}, "lstm", depth=2, seeds=[0, 1, 2])
+    sel.config          # base + the chosen values: feed it to experiments.sweep for the final runs
+    sel.table           # every candidate: stage, values, mean validation score with its 95% CI, flags
+    sel.tried           # "lr 0.001, 0.003, 0.01; readout mean, last, max; forget_bias 1, 0"
+    final = run_sweep(sweep(sel.config, seed=range(5)))   # seeds 0-2 are the selection runs, reused
+
+Selection runs are ordinary stored runs (the store trains each once), so the final runs of the chosen
+candidate reuse them. The score that selects is the mean validation score over seeds; on MIT-BIH
+inter-patient, seed s validates on DS1 fold s mod 5 (experiments.validation_fold), so the mean pools patients.
+
+Gates: `usable` keeps the runs a verdict may read (finished, converged, not collapsed); `failed` names the
+families and depths whose runs all failed even after selection, with what was tried.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ecglib import experiments as ex
+from ecglib.models import CONV_FAMILIES
+
+LRS = (1e-3, 3e-3, 1e-2)
+# Ordered stages per kind of family: (RunConfig field, values). A later stage's first value is the default the
+# earlier stages ran with, so it is the incumbent and costs nothing new. Every kind adds the same number of
+# candidates (CANDIDATES): the same effort for every family.
+SEARCH = {
+    "conv": [("lr", LRS), ("readout", ("mean", "max")), ("weight_decay", (1e-2, 1e-3, 1e-1))],
+    "gated": [("lr", LRS), ("readout", ("mean", "last", "max")), ("forget_bias", (1.0, 0.0))],
+    "rnn": [("lr", LRS), ("readout", ("mean", "last", "max")), ("weight_decay", (1e-2, 1e-1))],
+}
+CANDIDATES = 6
+SELECT_BY = "val_score"     # the only metric selection reads
+
+
+def kind(family: str) -> str:
+    if family in CONV_FAMILIES:
+        return "conv"
+    return "rnn" if family == "rnn" else "gated"
+
+
+def stages(family: str) -> list[tuple[str, tuple]]:
+    return SEARCH[kind(family)]
+
+
+@dataclass
+class Selection:
+    family: str
+    depth: int
+    config: dict            # base + family, depth and the chosen values (no seed)
+    table: pd.DataFrame     # one row per candidate: stage, the searched fields, mean, low, high, n, flags
+    runs: pd.DataFrame      # every selection run (load_runs rows)
+    tried: str              # the search in words, for "failed to train (tried: ...)"
+
+    @property
+    def chosen(self) -> dict:
+        return {name: self.config[name] for name, _ in stages(self.family)}
+
+    @property
+    def failed(self) -> bool:
+        """No usable run at the chosen values: the family did not train even after the search."""
+        at = self.runs
+        for name, value in self.chosen.items():
+            at = at[at[name] == value]
+        return usable(at).empty
+
+
+def _candidate_scores(runs: pd.DataFrame, name: str, values: tuple) -> pd.DataFrame:
+    """Mean validation score of each value of `name` over seeds (in the order of `values`), with the counts a
+    reader needs to trust it. Reads only SELECT_BY and the flags: test columns never enter selection."""
+    from ecglib.stats import mean_ci
+
+    rows = []
+    for v in values:
+        g = runs[runs[name] == v]
+        mean, low, high = mean_ci(g[SELECT_BY])
+        rows.append({"value": v, "mean": mean, "low": low, "high": high, "n": int(g[SELECT_BY].notna().sum()),
+                     "converged": int(g["converged"].sum()), "collapsed": int(g["collapsed"].sum()),
+                     "diverged": int((g["status"] == "diverged").sum())})
+    return pd.DataFrame(rows)
+
+
+def _best(scores: pd.DataFrame) -> int:
+    """Row of the best candidate: highest mean validation score; a NaN mean (every seed diverged) never wins;
+    ties go to the earlier row, the incumbent."""
+    means = scores["mean"].to_numpy(dtype=float)
+    return 0 if np.all(np.isnan(means)) else int(np.nanargmax(means))
+
+
+def select(base: dict, family: str, depth: int, seeds=(0, 1, 2), executor: str = "local", fresh: bool = False,
+           progress: bool = True) -> Selection:
+    """Coordinate search over stages(family) on validation data; every candidate trained with every seed."""
+    plan = stages(family)
+    current = {**base, "family": family, "depth": depth}
+    for name, values in plan[1:]:   # later stages start from their incumbent (a value the base may set)
+        current.setdefault(name, values[0])
+    tables, all_runs = [], []
+    for stage, (name, values) in enumerate(plan, 1):
+        if stage > 1:   # the incumbent was trained in the stage before: first, so it wins ties
+            values = (current[name],) + tuple(v for v in values if v != current[name])
+        runs = ex.run_sweep([c for v in values for c in ex.sweep({**current, name: v}, seed=list(seeds))],
+                            executor=executor, fresh=fresh, progress=progress)
+        scores = _candidate_scores(runs, name, values)
+        current[name] = values[_best(scores)]
+        tables.append(scores.assign(stage=stage, searched=name))
+        all_runs.append(runs)
+    table = pd.concat(tables, ignore_index=True)[["stage", "searched", "value", "mean", "low", "high", "n",
+                                                   "converged", "collapsed", "diverged"]]
+    tried = "; ".join(f"{name} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values)}"
+                      for name, values in plan)
+    return Selection(family=family, depth=depth, config=current, table=table,
+                     runs=pd.concat(all_runs, ignore_index=True).drop_duplicates("key"), tried=tried)
+
+
+def usable(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs a verdict may read: finished without diverging, converged, and not collapsed."""
+    ok = (runs["status"] == "ok") & runs["converged"].astype(bool) & ~runs["collapsed"].astype(bool)
+    return runs[ok]
+
+
+def failed(runs: pd.DataFrame, by=("family", "depth"), tried: dict | None = None) -> pd.DataFrame:
+    """Groups of `by` none of whose runs is usable, with why (counts of diverged, unconverged and collapsed
+    runs) and, where `tried` maps a group's family to its Selection.tried, what was tried."""
+    by = list(by)
+    rows = []
+    for key, g in runs.groupby(by, sort=True):
+        if not usable(g).empty:
+            continue
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        row.update(runs=len(g), diverged=int((g["status"] == "diverged").sum()),
+                   unconverged=int((~g["converged"].astype(bool)).sum()), collapsed=int(g["collapsed"].sum()),
+                   tried=(tried or {}).get(row.get("family"), ""))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=by + ["runs", "diverged", "unconverged", "collapsed", "tried"])

@@ -1,0 +1,111 @@
+"""The training protocol's selection: equal effort per family, validation data only, gates on evidence."""
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecglib import experiments as ex
+from ecglib import protocol
+from ecglib import train as train_module
+from ecglib.models import FAMILIES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {"dataset": "synthetic", "n_train": 64, "length": 160, "width": 8, "epochs": 2, "batch_size": 32,
+        "max_batches": 2}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGLIB_RESULTS", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_gets_the_same_number_of_candidates(family):
+    plan = protocol.stages(family)
+    # each later stage's first value is the incumbent, trained already
+    assert sum(len(v) for _, v in plan) - (len(plan) - 1) == protocol.CANDIDATES
+    assert plan[0][0] == "lr"   # the learning rate first (Greff et al. 2017)
+    for name, values in plan:   # every candidate is a valid run of this family
+        for v in values:
+            ex.RunConfig(family=family, **{name: v})
+
+
+def fake_runs(configs, val, test):
+    """load_runs-like rows for `configs`, with val and test scores given per (field value) by two dicts."""
+    rows = []
+    for c in configs:
+        d = c.to_dict()
+        rows.append({**d, "key": c.key, "status": "ok", "converged": True, "collapsed": False,
+                     "val_score": val(d), "test_score": test(d)})
+    return pd.DataFrame(rows)
+
+
+def test_selection_reads_validation_scores_only(monkeypatch, store):
+    # test scores rank the candidates the opposite way: a selection that peeked would pick lr 1e-3 etc.
+    val_rank = {1e-3: 0.1, 3e-3: 0.2, 1e-2: 0.9, "mean": 0.0, "last": 0.5, "max": 0.1, 1.0: 0.0, 0.0: 0.3}
+
+    def score(d):
+        return (val_rank[d["lr"]] + val_rank[d["readout"]] + val_rank[d["forget_bias"]]
+                + 0.01 * d["seed"])
+
+    def sweep_without_test_labels(configs, **kw):
+        runs = fake_runs(configs, score, lambda d: 3 - score(d))
+        return runs.drop(columns="test_score") if kw.get("drop_test", True) else runs
+
+    monkeypatch.setattr(ex, "run_sweep", sweep_without_test_labels)   # KeyError if selection read test_score
+    sel = protocol.select(TINY, "lstm", 2, seeds=[0, 1, 2])
+    assert sel.chosen == {"lr": 1e-2, "readout": "last", "forget_bias": 0.0}
+    assert list(sel.table["stage"]) == [1, 1, 1, 2, 2, 2, 3, 3]
+    assert sel.table.loc[3, "value"] == "mean"   # the incumbent is tried first in its stage
+
+    def sweep_with_reversed_test(configs, **kw):
+        return fake_runs(configs, score, lambda d: 3 - score(d))
+
+    monkeypatch.setattr(ex, "run_sweep", sweep_with_reversed_test)
+    assert protocol.select(TINY, "lstm", 2, seeds=[0, 1, 2]).chosen == sel.chosen
+
+
+def test_select_end_to_end_stores_and_reuses_its_runs(store, monkeypatch):
+    calls = []
+    real = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda m, *a, **k: calls.append(1) or real(m, *a, **k))
+    sel = protocol.select(TINY, "cnn", 2, seeds=[0, 1], progress=False)
+    assert len(calls) == 2 * protocol.CANDIDATES          # six candidates, two seeds, the incumbents not retrained
+    assert sel.config["lr"] in protocol.LRS and sel.config["readout"] in ("mean", "max")
+    assert len(sel.runs) == 2 * protocol.CANDIDATES and set(sel.runs["family"]) == {"cnn"}
+    assert sel.tried == "lr 0.001, 0.003, 0.01; readout mean, max; weight_decay 0.01, 0.001, 0.1"
+    # the final runs of the chosen candidate reuse the selection runs of the same seeds
+    final = ex.run_sweep(ex.sweep(sel.config, seed=[0, 1, 2]), progress=False)
+    assert len(calls) == 2 * protocol.CANDIDATES + 1 and len(final) == 3
+    again = protocol.select(TINY, "cnn", 2, seeds=[0, 1], progress=False)
+    assert len(calls) == 2 * protocol.CANDIDATES + 1 and again.config == sel.config
+
+
+def runs_frame(rows):
+    cols = ["family", "depth", "seed", "status", "converged", "collapsed"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_gates_keep_only_converged_uncollapsed_runs():
+    runs = runs_frame([
+        ("cnn", 2, 0, "ok", True, False),
+        ("cnn", 2, 1, "ok", False, False),      # ran out of epochs while still improving
+        ("lstm", 8, 0, "ok", True, True),       # one class
+        ("lstm", 8, 1, "diverged", False, True),
+        ("lstm", 2, 0, "ok", True, False),
+    ])
+    assert protocol.usable(runs)[["family", "depth", "seed"]].values.tolist() == [["cnn", 2, 0], ["lstm", 2, 0]]
+    bad = protocol.failed(runs, tried={"lstm": "lr 0.001, 0.003, 0.01; readout mean, last, max"})
+    assert bad[["family", "depth", "runs", "diverged", "unconverged", "collapsed"]].values.tolist() == [
+        ["lstm", 8, 2, 1, 1, 2]]
+    assert bad.loc[0, "tried"].startswith("lr 0.001")
+
+
+def test_a_selection_whose_chosen_runs_all_collapsed_has_failed(monkeypatch, store):
+    monkeypatch.setattr(ex, "run_sweep", lambda configs, **kw: fake_runs(configs, lambda d: 0.5, lambda d: 0.5)
+                        .assign(collapsed=True))
+    sel = protocol.select(TINY, "rnn", 4, seeds=[0, 1])
+    assert sel.failed and sel.chosen == {"lr": 1e-3, "readout": "mean", "weight_decay": 1e-2}   # ties: incumbents
