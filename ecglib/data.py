@@ -37,7 +37,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 # Bump when the layout or content of cached arrays changes, so old caches are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: MIT-BIH beats carry RR-interval features
 
 DATABASES = {"mitdb": "mitdb/1.0.0", "cinc2017": "challenge-2017/1.0.0"}
 MARKER = ".verified.json"
@@ -341,7 +341,27 @@ def _mitdb_record(folder: Path, record: str, fs: float, before: int, after: int,
         "record": np.full(len(beats), record), "sample": sample, "symbol": symbols,
         "aami": np.array([AAMI[s] for s in symbols]), "rhythm": np.array(rhythms, dtype=str),
         "padded": (peak < before) | (peak + after > len(x)),
+        "rr": rr_features(sample, header.fs),
     }
+
+
+RR_FEATURES = ["pre", "post", "local"]
+RR_LOCAL_BEATS = 10
+
+
+def rr_features(sample: np.ndarray, fs: float) -> np.ndarray:
+    """[n_beats, 3] float32: log of the RR interval before the beat, after it, and their local mean over the
+    last RR_LOCAL_BEATS beats, each divided by the record's mean RR. A premature (S or V) beat has a short
+    pre-RR and a long post-RR *relative to this patient's rhythm*, which one beat's shape cannot show; dividing by
+    the record's mean keeps a slow and a fast heart comparable across patients (de Chazal et al. 2004 use RR
+    intervals for the same reason). The first beat has no pre-RR and takes its post-RR; the last, the reverse."""
+    if len(sample) < 2:
+        return np.zeros((len(sample), len(RR_FEATURES)), dtype=np.float32)
+    rr = np.diff(sample.astype(float)) / fs
+    pre, post = np.r_[rr[0], rr], np.r_[rr, rr[-1]]
+    local = pd.Series(pre).rolling(RR_LOCAL_BEATS, min_periods=1).mean().to_numpy()
+    mean = pre.mean()
+    return np.log(np.stack([pre, post, local], axis=1) / mean).astype(np.float32)
 
 
 def _mitdb_beats(fs: float, window: tuple[float, float], lead: str, normalize: bool) -> dict[str, np.ndarray]:
@@ -394,8 +414,12 @@ def ds1_folds(beats: dict[str, np.ndarray]) -> list[list[str]]:
 
 
 def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, float] = (0.25, 0.45),
-                 lead: str = "MLII", normalize: bool = True, seed: int = 0, fold: int = 0) -> dict[str, Split]:
+                 lead: str = "MLII", normalize: bool = True, seed: int = 0, fold: int = 0,
+                 rr: bool = False) -> dict[str, Split]:
     """MIT-BIH beats in AAMI classes, split into train / val / test.
+
+    rr=True adds the beat's rr_features as three more input channels, constant over the window: every model
+    family gets the same rhythm context through its ordinary input.
 
     inter: val = DS1 fold `fold` (ds1_folds), train = the other DS1 records, test = DS2: no patient in
     two sets. intra: the same 44 records' beats split at random (`seed`), stratified by class, into sets
@@ -420,8 +444,16 @@ def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, fl
         train, val = train_test_split(rest, test_size=len(inter["val"]), stratify=y[rest], random_state=seed)
         index = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
     meta_cols = ["record", "sample", "symbol", "aami", "rhythm", "padded"]
+
+    def inputs(i):
+        if not rr:
+            return beats["X"][i]
+        x = beats["X"][i]
+        context = np.broadcast_to(beats["rr"][i][:, :, None], (len(i), len(RR_FEATURES), x.shape[-1]))
+        return np.concatenate([x, context], axis=1)
+
     return {
-        part: Split(X=beats["X"][i], y=y[i], classes=list(AAMI_CLASSES), fs=float(fs),
+        part: Split(X=inputs(i), y=y[i], classes=list(AAMI_CLASSES), fs=float(fs),
                     meta=pd.DataFrame({c: beats[c][i] for c in meta_cols}))
         for part, i in index.items()
     }

@@ -52,11 +52,13 @@ class RunConfig:
     shuffle_labels: bool = False         # permute training labels: can the model memorise noise?
     fs: float | None = None              # None: the dataset default (DEFAULT_FS)
     window: tuple = (0.25, 0.45)         # mitdb: seconds before / after the R peak
+    rr: bool = False                     # mitdb: add RR-interval channels (data.rr_features)
     crop_s: float = 30.0                 # cinc2017: crop length; random crops while training
     span: int = 3                        # synthetic: pattern-span task
     length: int = 256
     n_train: int = 2000
     train_fraction: float = 1.0          # stratified, seeded subsample of the training split
+    cap_per_class: int | None = None     # at most this many training items of any class (seeded; MIT-BIH N beats)
     # model
     family: str = "cnn"
     depth: int = 2
@@ -105,6 +107,8 @@ class RunConfig:
         if self.family in _conv_families() and self.readout not in _conv_readouts():
             raise ValueError(f"readout {self.readout!r} is not valid for {self.family}; conv families pool over "
                              f"time: {', '.join(_conv_readouts())}")
+        if self.rr and self.dataset != "mitdb":
+            raise ValueError(f"rr (RR-interval channels) needs dataset mitdb, not {self.dataset!r}")
         if ("permute" in self.probes) != bool(self.permute_s):
             raise ValueError(f"permute_s {self.permute_s!r} and probes {self.probes!r}: the 'permute' probe "
                              "needs permute_s (segment lengths in seconds), and permute_s is used only by it")
@@ -158,6 +162,8 @@ _RULES = {
     "length": ("int", lambda v: v >= 1, ">= 1"),
     "n_train": ("int", lambda v: v >= 4, ">= 4"),
     "train_fraction": ("float", lambda v: 0 < v <= 1, "in (0, 1]"),
+    "cap_per_class": ("int?", lambda v: v >= 1, ">= 1, or null for no cap"),
+    "rr": ("bool", None, ""),
     "family": ("choice", None, ""),
     "depth": ("int", lambda v: v >= 1, ">= 1"),
     "width": ("int", lambda v: v >= 1, ">= 1"),
@@ -258,6 +264,13 @@ def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.
     return np.sort(np.concatenate(keep))
 
 
+def _capped(y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices keeping at most `cap` items of every class (a seeded draw), in the original order."""
+    keep = [idx if len(idx) <= cap else rng.choice(idx, cap, replace=False)
+            for idx in (np.flatnonzero(y == c) for c in np.unique(y))]
+    return np.sort(np.concatenate(keep))
+
+
 def load_splits(config: RunConfig) -> dict:
     """The run's train/val/test Splits, with its training subsample and label shuffling applied.
 
@@ -270,7 +283,7 @@ def load_splits(config: RunConfig) -> dict:
 
     if config.dataset == "mitdb":
         splits = data.mitdb_splits(scheme=config.split, fs=config.fs, window=config.window, seed=0,
-                                   fold=validation_fold(config))
+                                   fold=validation_fold(config), rr=config.rr)
     elif config.dataset == "cinc2017":
         splits = data.cinc2017_splits(fs=config.fs, labels=config.labels, seed=0)
         if config.labels != "final":
@@ -285,6 +298,8 @@ def load_splits(config: RunConfig) -> dict:
     train = splits["train"]
     if config.train_fraction < 1:
         train = _subset(train, _stratified(train.y, config.train_fraction, rng))
+    if config.cap_per_class is not None:
+        train = _subset(train, _capped(train.y, config.cap_per_class, rng))
     if config.shuffle_labels:
         train = replace(train, y=rng.permutation(train.y))
     return {**splits, "train": train}

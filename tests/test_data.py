@@ -226,6 +226,20 @@ def test_inter_split_is_by_patient(tiny_data):
     assert data.mitdb_splits("inter", fold=3)["val"].meta.record.unique().tolist() == sorted(records["val"])
 
 
+def test_rr_features_are_patient_relative_intervals(tiny_data):
+    plain, rr = data.mitdb_splits(fold=0)["train"], data.mitdb_splits(fold=0, rr=True)["train"]
+    assert rr.X.shape == (plain.X.shape[0], 1 + len(data.RR_FEATURES), plain.X.shape[2])
+    np.testing.assert_array_equal(rr.X[:, 0], plain.X[:, 0])
+    assert np.all(rr.X[:, 1:] == rr.X[:, 1:, :1])                  # constant over the window
+    # the tiny records' beats: intervals 270, 288, 288, ... samples; the mean over the record sets the scale
+    sample = np.array(BEAT_SAMPLES)
+    got = data.rr_features(sample, 360)
+    rr_s = np.diff(sample) / 360
+    np.testing.assert_allclose(np.exp(got[1:, 0]), rr_s / np.r_[rr_s[0], rr_s].mean(), rtol=1e-5)   # pre
+    np.testing.assert_allclose(np.exp(got[:-1, 1]), rr_s / np.r_[rr_s[0], rr_s].mean(), rtol=1e-5)  # post
+    assert got[0, 0] == got[0, 1] and got[-1, 1] == got[-1, 0]        # edges borrow the other side
+
+
 def test_validation_folds_partition_ds1(tiny_data):
     folds = [sorted(set(data.mitdb_splits(fold=k)["val"].meta.record)) for k in range(data.N_FOLDS)]
     assert sorted(r for f in folds for r in f) == sorted(data.DS1)     # every DS1 patient in exactly one fold

@@ -81,6 +81,15 @@ def test_options_a_family_does_not_take_do_not_change_its_key():
         ex.RunConfig(family="cnn", readout="last")
 
 
+def test_class_cap_keeps_at_most_cap_items_per_class():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 50 + [1] * 5 + [2] * 20)
+    idx = ex._capped(y, 10, rng)
+    assert np.bincount(y[idx]).tolist() == [10, 5, 10] and np.all(np.diff(idx) > 0)
+    with pytest.raises(ValueError, match="rr .*needs dataset mitdb"):
+        ex.RunConfig(dataset="cinc2017", rr=True)
+
+
 def test_mitdb_seeds_validate_on_their_own_fold():
     from ecglib.data import N_FOLDS
     assert [ex.validation_fold(ex.RunConfig(dataset="mitdb", seed=s)) for s in range(7)] == [0, 1, 2, 3, 4, 0, 1]

@@ -1,0 +1,176 @@
+"""The baselines chapter's analysis: every family tuned by the protocol (ecglib.protocol) on each task, its
+final runs on the held-out test set, and the published numbers beside them, so a reader can judge whether the
+models are credible before reading any verdict.
+
+    sel = select_all({"mitdb": base}, ["cnn", "lstm"], depth=2, seeds=[0, 1, 2])
+    runs = final_runs(sel, seeds=range(5))
+    table(runs, records)           # one row per task and family: chosen values, test score and accuracy
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .. import experiments, protocol, stats
+from ..plots import FAMILY_COLORS, FAMILY_LABELS
+
+TASKS = {"mitdb": "MIT-BIH, inter-patient", "mitdb-intra": "MIT-BIH, intra-patient (leaky control)",
+         "cinc2017": "CinC 2017"}
+SCORE_NAMES = {"mitdb": "macro-F1 (N, S, V, F)", "cinc2017": "challenge F1 (N, A, O)"}
+
+# Published reference points (shared/anchors.md), each with what makes it (in)comparable with ours.
+ANCHORS = pd.DataFrame([
+    ("mitdb", "test_acc", 0.862, "dechazal2004automatic",
+     "linear discriminants on hand-made morphology and RR-interval features; same DS1/DS2 protocol"),
+    ("mitdb-intra", "test_acc", 0.934, "kachuee2018ecg",
+     "residual CNN on a random beat split (125 Hz Kaggle version): patients shared by train and test, as here"),
+    ("cinc2017", "test_score", 0.83, "clifford2017af",
+     "best challenge entries, on the hidden test set; ours is a held-out 15% of the public training set"),
+    ("cinc2017", "test_score", 0.821, "zihlmann2017convolutional",
+     "conv front end + 3-layer bidirectional LSTM, hidden test set"),
+], columns=["task", "metric", "value", "source", "comparable"])
+
+
+def task_of(config: dict) -> str:
+    """The TASKS key of a run config (a row of load_runs or a base dict)."""
+    if config["dataset"] == "mitdb" and config.get("split", "inter") == "intra":
+        return "mitdb-intra"
+    return config["dataset"]
+
+
+def select_all(bases: dict[str, dict], families, depth: int, seeds, executor="local", fresh=False,
+               progress=True) -> dict[tuple[str, str], protocol.Selection]:
+    """protocol.select for every task in `bases` (task -> base run config) and family."""
+    return {(task, family): protocol.select(base, family, depth, seeds=list(seeds), executor=executor, fresh=fresh,
+                                            progress=progress)
+            for task, base in bases.items() for family in families}
+
+
+def final_sweep(selections: dict, seeds) -> list:
+    """The chosen configuration of every selection, with every seed (the selection seeds are reused)."""
+    return [c for sel in selections.values() for c in experiments.sweep(sel.config, seed=list(seeds))]
+
+
+def selection_table(selections: dict) -> pd.DataFrame:
+    """Every candidate tried, per task and family: what a reader needs to check that effort was equal."""
+    parts = [sel.table.assign(task=TASKS[task], family=FAMILY_LABELS.get(family, family))
+             for (task, family), sel in selections.items()]
+    t = pd.concat(parts, ignore_index=True)
+    t["value"] = t["value"].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+    return t[["task", "family", "stage", "searched", "value", "mean", "low", "high", "n", "converged", "collapsed"]]
+
+
+def _per_class(records: list[dict], what: str) -> dict[str, float]:
+    """Mean over runs of a per-class test measure (se or ppv), by class name."""
+    values = np.array([[np.nan if v is None else v for v in r["test"][what]] for r in records], dtype=float)
+    with np.errstate(all="ignore"):
+        means = np.nanmean(values, axis=0) if len(values) else []
+    return dict(zip(records[0]["classes"], means)) if records else {}
+
+
+def table(runs: pd.DataFrame, records: dict[str, dict], selections: dict) -> pd.DataFrame:
+    """One row per task and family: the chosen values, usable runs, test score and accuracy (mean [95% CI]
+    over seeds, usable runs only), and per-class sensitivity / positive predictivity (de Chazal et al. 2004)."""
+    rows = []
+    runs = runs.assign(task=[task_of(r) for r in runs.to_dict("records")])
+    for (task, family), sel in selections.items():
+        g = runs[(runs["task"] == task) & (runs["family"] == family)]
+        for name, value in sel.chosen.items():
+            g = g[g[name] == value]
+        ok = protocol.usable(g)
+        row = {"task": TASKS[task], "family": FAMILY_LABELS.get(family, family), "depth": sel.depth,
+               "chosen": ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                   for k, v in sel.chosen.items()),
+               "usable": f"{len(ok)}/{len(g)}"}
+        for metric in ("test_score", "test_acc"):
+            mean, low, high = stats.ci(ok[metric], bounded=True)
+            row.update({metric: mean, f"{metric}_low": low, f"{metric}_high": high})
+        recs = [records[k] for k in ok["key"] if k in records]
+        for what in ("se", "ppv"):
+            for cls, v in _per_class(recs, what).items():
+                row[f"{what} {cls}"] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The baselines table as a reader wants it: mean [95% CI] strings, then the per-class columns."""
+    from ..ledger import fmt_ci
+
+    out = summary[["task", "family", "depth", "chosen", "usable"]].copy()
+    for metric, name in (("test_score", "test score"), ("test_acc", "test accuracy")):
+        out[name] = [fmt_ci(r[metric], r[f"{metric}_low"], r[f"{metric}_high"]) for _, r in summary.iterrows()]
+    per_class = [c for c in summary.columns if c.startswith(("se ", "ppv "))]
+    return pd.concat([out, summary[per_class].round(3)], axis=1)
+
+
+def describe(profile: str, mitdb_base: dict, cinc_base: dict, selection_seeds, seeds: int) -> str:
+    """The sizes this execution of the chapter ran with, in words."""
+    cap = mitdb_base.get("cap_per_class")
+    return (f"Profile **{profile}**. MIT-BIH beats at {mitdb_base['fs']:g} Hz"
+            f"{' with RR-interval channels' if mitdb_base.get('rr') else ''}, all of DS1 but its validation fold"
+            f"{f', at most {cap} training beats per class (the N beats are subsampled, seeded)' if cap else ''}; "
+            f"CinC 2017 at {cinc_base['fs']:g} Hz, {cinc_base['crop_s']:g} s crops, "
+            f"{cinc_base.get('train_fraction', 1.0):.0%} of the training records. Budget {mitdb_base['epochs']} "
+            f"epochs, patience {mitdb_base.get('patience')}. Selection seeds {list(selection_seeds)}; "
+            f"final runs: seeds 0-{seeds - 1}.")
+
+
+def failures_text(runs: pd.DataFrame, selections: dict) -> str:
+    """'failed to train (tried: ...)' per family and task, or a sentence saying every family trained."""
+    bad = failures(runs, selections)
+    if bad.empty:
+        return "Every family trained on every task: each has at least one converged, uncollapsed final run."
+    return "\n".join(
+        f"- **{FAMILY_LABELS.get(r['family'], r['family'])}**, depth {r['depth']}, {r['task']}: failed to train "
+        f"({r['runs']} runs: {r['diverged']} diverged, {r['unconverged']} unconverged, {r['collapsed']} collapsed; "
+        f"tried: {r['tried']})" for _, r in bad.iterrows())
+
+
+def anchors_table() -> pd.DataFrame:
+    t = ANCHORS.assign(task=ANCHORS["task"].map(TASKS),
+                       metric=ANCHORS["metric"].map({"test_acc": "accuracy", "test_score": "challenge F1"}))
+    return t[["task", "metric", "value", "source", "comparable"]]
+
+
+def failures(runs: pd.DataFrame, selections: dict) -> pd.DataFrame:
+    """Families that did not train on a task even after the search: 'failed to train (tried: ...)'."""
+    runs = runs.assign(task=[task_of(r) for r in runs.to_dict("records")])
+    tried = {f: sel.tried for (_, f), sel in selections.items()}
+    out = protocol.failed(runs, by=("task", "family", "depth"), tried=tried)
+    return out.assign(task=out["task"].map(TASKS))
+
+
+def fig_baselines(summary: pd.DataFrame):
+    """Test score and accuracy per family (mean and 95% CI over usable seeds), one panel per task, with the
+    published reference points as dashed lines."""
+    tasks = list(dict.fromkeys(summary["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False, sharey=True)
+    labels = {v: k for k, v in FAMILY_LABELS.items()}
+    for ax, task in zip(axes[0], tasks):
+        s = summary[summary["task"] == task].reset_index(drop=True)
+        for i, r in s.iterrows():
+            color = FAMILY_COLORS.get(labels.get(r["family"], r["family"]), "0.3")
+            for offset, metric, marker in ((-0.12, "test_score", "o"), (0.12, "test_acc", "s")):
+                if math.isnan(r[metric]):
+                    ax.text(i, 0.02, "failed", ha="center", fontsize=8, rotation=90)
+                    continue
+                lo, hi = r[f"{metric}_low"], r[f"{metric}_high"]
+                err = None if math.isnan(lo) else [[r[metric] - lo], [hi - r[metric]]]
+                ax.errorbar(i + offset, r[metric], yerr=err, fmt=marker, color=color, capsize=3,
+                            mfc="white" if metric == "test_acc" else color)
+        key = next(k for k, v in TASKS.items() if v == task)
+        for _, a in ANCHORS[ANCHORS["task"] == key].iterrows():
+            ax.axhline(a["value"], ls="--", lw=0.8, color="0.4")
+            ax.annotate(a["source"].split("20")[0], (len(s) - 0.5, a["value"]), fontsize=7, ha="right",
+                        va="bottom", color="0.3")
+        ax.set_xticks(range(len(s)), s["family"], rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(s) - 0.4)
+        ax.set_title(task, fontsize=10)
+    axes[0][0].set_ylabel("test score (filled) and accuracy (open)")
+    axes[0][0].set_ylim(0, 1.02)
+    fig.tight_layout()
+    return fig

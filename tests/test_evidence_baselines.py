@@ -1,0 +1,93 @@
+"""The baselines chapter's analysis on constructed runs: tables, failures and the figure, no training."""
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecglib import experiments as ex
+from ecglib import protocol
+from ecglib.evidence import baselines as ev
+
+matplotlib.use("Agg")
+
+
+def selection(task_base, family, depth=2, chosen=None):
+    chosen = chosen or {"lr": 3e-3, "readout": "mean", "weight_decay": 1e-2}
+    config = {**task_base, "family": family, "depth": depth, **chosen}
+    table = pd.DataFrame([{"stage": 1, "searched": "lr", "value": 3e-3, "mean": 0.5, "low": 0.4, "high": 0.6, "n": 3,
+                           "converged": 3, "collapsed": 0, "diverged": 0}])
+    return protocol.Selection(family=family, depth=depth, config=config, table=table, runs=pd.DataFrame(),
+                              tried="lr 0.001, 0.003, 0.01; readout mean, max; weight_decay 0.01, 0.001, 0.1")
+
+
+def fake(task_base, family, scores, accs, converged=True, collapsed=False, **chosen):
+    """Stored-run rows and records for one family: one seed per score."""
+    sel = selection(task_base, family, chosen=chosen or None)
+    rows, records = [], {}
+    for seed, (s, a) in enumerate(zip(scores, accs)):
+        c = ex.RunConfig(**sel.config, seed=seed)
+        rows.append({**c.to_dict(), "key": c.key, "status": "ok", "converged": converged, "collapsed": collapsed,
+                     "test_score": s, "test_acc": a})
+        records[c.key] = {"classes": ["N", "S", "V", "F", "Q"],
+                          "test": {"se": [0.9, 0.5 + seed / 10, 0.8, 0.1, None], "ppv": [0.95, 0.3, 0.7, 0.2, None]}}
+    return sel, pd.DataFrame(rows), records
+
+
+MITDB = {"dataset": "mitdb", "split": "inter", "rr": True, "fs": 90, "width": 8}
+CINC = {"dataset": "cinc2017", "fs": 50, "crop_s": 10.0, "width": 8}
+
+
+@pytest.fixture
+def world():
+    parts = {("mitdb", "cnn"): fake(MITDB, "cnn", [0.6, 0.62, 0.58], [0.9, 0.92, 0.91]),
+             ("mitdb", "lstm"): fake(MITDB, "lstm", [0.3, 0.31, 0.29], [0.5, 0.5, 0.5], collapsed=True,
+                                     lr=1e-3, readout="last", forget_bias=1.0),
+             ("cinc2017", "cnn"): fake(CINC, "cnn", [0.7, 0.72, 0.74], [0.8, 0.81, 0.82])}
+    selections = {k: v[0] for k, v in parts.items()}
+    runs = pd.concat([v[1] for v in parts.values()], ignore_index=True)
+    records = {k: r for v in parts.values() for k, r in v[2].items()}
+    return selections, runs, records
+
+
+def test_table_reads_usable_runs_at_the_chosen_values(world):
+    selections, runs, records = world
+    # a run of the same family at another learning rate must not enter the cnn's row
+    other = runs.iloc[[0]].assign(lr=1e-2, key="other", test_score=0.0)
+    t = ev.table(pd.concat([runs, other]), records, selections).set_index(["task", "family"])
+    cnn = t.loc[("MIT-BIH, inter-patient", "CNN")]
+    assert cnn["usable"] == "3/3" and cnn["test_score"] == pytest.approx(0.6)
+    assert 0 <= cnn["test_score_low"] <= 0.6 <= cnn["test_score_high"] <= 1      # bounded interval
+    assert cnn["se S"] == pytest.approx(0.6) and math.isnan(cnn["se Q"])
+    assert cnn["chosen"] == "lr 0.003, readout mean, weight_decay 0.01"
+    lstm = t.loc[("MIT-BIH, inter-patient", "LSTM")]
+    assert lstm["usable"] == "0/3" and math.isnan(lstm["test_score"])               # collapsed: no score
+
+
+def test_failures_name_what_was_tried(world):
+    selections, runs, _ = world
+    text = ev.failures_text(runs, selections)
+    assert "**LSTM**, depth 2, MIT-BIH, inter-patient: failed to train (3 runs: 0 diverged, 0 unconverged, " \
+           "3 collapsed; tried: lr 0.001" in text
+    assert "CNN" not in text
+    ok = {k: v for k, v in selections.items() if k[1] == "cnn"}
+    assert ev.failures_text(runs[runs["family"] == "cnn"], ok).startswith("Every family trained")
+
+
+def test_summary_and_selection_tables_and_figure(world):
+    selections, runs, records = world
+    summary = ev.table(runs, records, selections)
+    shown = ev.summary_table(summary)
+    assert shown.loc[0, "test score"].startswith("0.600 [") and "se S" in shown.columns
+    assert set(ev.selection_table(selections)["family"]) == {"CNN", "LSTM"}
+    fig = ev.fig_baselines(summary)
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylim() == (0, 1.02)
+    assert ev.anchors_table()["source"].str.len().min() > 0
+
+
+def test_task_of_tells_the_intra_patient_control_apart():
+    assert ev.task_of({"dataset": "mitdb", "split": "intra"}) == "mitdb-intra"
+    assert ev.task_of({"dataset": "mitdb", "split": "inter"}) == "mitdb"
+    assert ev.task_of({"dataset": "cinc2017"}) == "cinc2017"
+    assert np.all(ev.ANCHORS["value"].between(0, 1))
