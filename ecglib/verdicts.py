@@ -103,7 +103,8 @@ def _unusable(mean, low, high, n, min_runs, what) -> str | None:
     if n is not None and n < min_runs:
         return f"{what}: {n} run(s) or pair(s), a verdict needs at least {min_runs}"
     if math.isnan(mean):
-        return f"{what}: no estimate (no finished runs to compare)"
+        return (f"{what}: undefined from {n} values (constant or missing values)" if n
+                else f"{what}: no estimate (no finished runs to compare)")
     if math.isnan(low) or math.isnan(high):
         return f"{what}: no confidence interval could be computed from {n} values" if n else \
             f"{what}: no confidence interval"

@@ -5,6 +5,7 @@ on C1, C4, C8 and C13.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -311,7 +312,8 @@ def fig_depth_panels(runs: dict[str, pd.DataFrame], metric: str, ylabel: str, ti
 def time_curve(record: dict) -> np.ndarray:
     """The input-gradient curve normalised to its mean over the last 10% of the input (the readout end)."""
     c = np.asarray(record["probes"]["input_grad"]["curve"], dtype=float)
-    return c / np.mean(c[-max(1, len(c) // 10):])
+    end = np.mean(c[-max(1, len(c) // 10):])
+    return c / end if end > 0 else np.full_like(c, np.nan)
 
 
 def fig_grad_time(runs: dict[str, pd.DataFrame], records: dict, fs: dict[str, float], depths: dict[str, list]):
@@ -329,7 +331,9 @@ def fig_grad_time(runs: dict[str, pd.DataFrame], records: dict, fs: dict[str, fl
                 if not curves:
                     continue
                 length = records[keys_.iloc[0]]["probes"]["input_grad"]["length"]
-                c = np.nanmean(curves, axis=0)
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a curve with no end
+                    c = np.nanmean(curves, axis=0)
                 c = np.where(c > 0, c, np.nan)  # exact zeros (float32 underflow) have no place on a log axis
                 ax.plot(np.linspace(0, length / fs[name], len(c)), c, ls=ls, color=plots.FAMILY_COLORS[family],
                         label=f"{FAMILY_LABELS[family]} ({depth})")
