@@ -180,3 +180,17 @@ def test_c6_and_c9_from_seeded_runs():
     reg.loc[reg["regime"] == "all three", "test_macro_f1"] -= 0.2            # narrower gap, but at a price
     v = ov.c9(reg, regimes)
     assert v.verdict == "refuted" and "test score kept refuted" in v.reason
+
+
+@pytest.mark.parametrize("mit, verdict", [
+    ((-0.014, -0.151, 0.124), "inconclusive"),   # the published C11: a wide CI across zero is not a refutation
+    ((-0.002, -0.012, 0.008), "refuted"),        # narrow, inside the no-effect band
+    ((0.08, 0.05, 0.11), "supported")])
+def test_c11_never_refutes_on_the_sign_of_the_mean(mit, verdict):
+    from ecglib.evidence import features as fe
+    gates = pd.DataFrame([{"data": "MIT-BIH", "comparison": "conv: glucnn - cnn", "mean": mit[0], "low": mit[1],
+                           "high": mit[2], "n": 3},
+                          {"data": "MIT-BIH", "comparison": "recurrent: lstm - rnn", "mean": 0.3, "low": 0.2,
+                           "high": 0.4, "n": 3}])
+    j = fe.c11(gates)
+    assert j.verdict == verdict and j.mean == mit[0]
