@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-VERDICTS = ("supported", "refuted", "depends", "inconclusive")
+from .verdicts import VERDICTS, Judgement
+
 CLAIMS = [f"C{i}" for i in range(1, 14)]
 # The claims of the seed thread (shared/seeds/README.md), shortened, and the chapters that test them.
 CLAIM_TEXT = {
@@ -54,6 +55,16 @@ class Verdict:
     high: float
     figure: str = ""       # label of the figure or table that shows the evidence
     runs: list[str] = field(default_factory=list)  # store keys of the runs behind the numbers
+    margin: float = math.nan  # the practical margin the rule compared with (verdicts.MARGINS), in value's unit
+    reason: str = ""       # why the rule gave this verdict, printed under it
+
+    @classmethod
+    def of(cls, judgement: Judgement, claim: str, chapter: str, summary: str, effect: str, figure: str = "",
+           runs=()) -> "Verdict":
+        """A ledger entry from a verdicts.Judgement: its verdict, reason, estimate and margin."""
+        j = judgement
+        return cls(claim=claim, chapter=chapter, verdict=j.verdict, summary=summary, effect=effect, value=j.mean,
+                   low=j.low, high=j.high, figure=figure, runs=list(runs), margin=j.margin, reason=j.reason)
 
     def __post_init__(self):
         if self.claim not in CLAIMS:
@@ -80,6 +91,7 @@ def show(verdicts: list[Verdict]) -> None:
             f":::{{admonition}} {v.claim}: {v.verdict}\n:class: {_BOX[v.verdict]}\n"
             f"{v.summary}{ref}\n\n*{v.effect}:* {fmt_ci(v.value, v.low, v.high)} "
             + (f"(mean over seeds, 95% CI; {len(v.runs)} stored runs)" if v.runs else "(exact: no training involved)")
+            + (f"\n\n*Rule:* {v.reason}" if v.reason else "")
             + "\n:::"
         ))
 

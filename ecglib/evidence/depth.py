@@ -1,0 +1,346 @@
+"""The depth chapter's analysis: the depth sweeps (shared with the overfitting chapter), gradient attenuation
+across layers and across time (one method: stats.attenuation), smallest sufficient depth, and the verdicts
+on C1, C4, C8 and C13.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import experiments, models, stats
+from ..ledger import Verdict, fmt_ci
+from ..plots import FAMILY_LABELS
+from ..verdicts import Judgement, all_of, combine, judge, margin, not_worse
+from . import DATASETS, keys
+
+
+def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths, seeds) -> list:
+    """The depth sweep on one database: every conv family at conv_depths, every recurrent one at rnn_depths.
+    Defined once: the depth, overfitting and features chapters read the same stored runs from it."""
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    return (experiments.sweep(base, family=list(conv_families), depth=list(conv_depths), seed=seeds)
+            + experiments.sweep(base, family=list(rnn_families), depth=list(rnn_depths), seed=seeds))
+
+
+# ---- gradient attenuation, per stored run ----
+
+def layer_sizes(config: dict, n_classes: int) -> list[int]:
+    """Parameters in each stacked layer, from a model built on the meta device (no memory, no data)."""
+    options = {k: config[k] for k in models.OPTIONS[config["family"]]}
+    with torch.device("meta"):
+        model = models.build_model(config["family"], config["depth"], config["width"], n_classes=n_classes, **options)
+    return [sum(p.numel() for p in layer.parameters()) for layer in model.layers]
+
+
+def rms_profile(norms: dict, record: dict) -> np.ndarray:
+    """RMS gradient per weight of layers.0 ... layers.{depth-1}: the layer's L2 norm / sqrt(its size), so a
+    layer with more weights does not look stronger."""
+    sizes = layer_sizes(record["config"], len(record["classes"]))
+    values = [norms.get(f"layers.{i}") for i in range(len(sizes))]
+    return np.array([np.nan if v is None else v / math.sqrt(n) for v, n in zip(values, sizes)])
+
+
+def layer_attenuation(record: dict, when: str = "init") -> float:
+    """Orders of magnitude the RMS gradient loses from the last layer to the first: at initialisation
+    (`grad_norms_init` probe) or in the last training epoch ("final"). NaN for one layer or missing norms."""
+    norms = record["probes"]["grad_norms_init"] if when == "init" else record["history"][-1]["grad_norms"]
+    return stats.attenuation(rms_profile(norms, record))["orders"]
+
+
+def time_attenuation(record: dict) -> dict:
+    """stats.attenuation of the input gradient |d logit / d x_t| from the last input step back to the first,
+    with `resolved` converted to input samples (the stored curve may be subsampled)."""
+    probe = record["probes"]["input_grad"]
+    a = stats.attenuation(probe["curve"])
+    a["resolved"] = int(round(a["resolved"] * probe["length"] / max(1, len(probe["curve"]))))
+    a["steps"] = probe["length"]
+    return a
+
+
+def gradient_table(runs: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame:
+    """One row per run: layer attenuation at init and after training, time attenuation (a lower bound when
+    `time_censored`) and the input samples over which the time gradient stayed above float32 resolution."""
+    out = runs[["dataset", "family", "depth", "seed", "key", "status"]].copy()
+    t = [time_attenuation(records[k]) if "input_grad" in records[k]["probes"] else stats.attenuation([])
+         for k in out["key"]]
+    out["layer_init"] = [layer_attenuation(records[k], "init") for k in out["key"]]
+    out["layer_final"] = [layer_attenuation(records[k], "final") for k in out["key"]]
+    out["time"] = [a["orders"] for a in t]
+    out["time_censored"] = [a["censored"] for a in t]
+    out["time_resolved"] = [a["resolved"] for a in t]
+    out["time_steps"] = [a["steps"] for a in t]
+    return out
+
+
+# ---- depth choices ----
+
+def sufficient_depth(df: pd.DataFrame, family: str) -> float:
+    """Smallest depth whose mean validation macro-F1 reaches the lower CI bound of the best depth's;
+    NaN when the family has no finished run (every run diverged)."""
+    s = stats.summarise(df[df["family"] == family], "depth", "val_macro_f1").dropna(subset=["mean"])
+    if s.empty:
+        return math.nan
+    best = s.loc[s["mean"].idxmax()]
+    bar = best["low"] if not math.isnan(best["low"]) else best["mean"]
+    return int(s[s["mean"] >= bar]["depth"].min())
+
+
+def best_config(df: pd.DataFrame, families) -> tuple[str, int] | None:
+    """(family, depth) with the highest mean validation macro-F1 among `families`; None if no run finished."""
+    s = stats.summarise(df[df["family"].isin(families)], ["family", "depth"], "val_macro_f1").dropna(subset=["mean"])
+    if s.empty:
+        return None
+    best = s.loc[s["mean"].idxmax()]
+    return best["family"], int(best["depth"])
+
+
+def depth_effect(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: int) -> pd.Series:
+    """Paired over seeds: metric at `deep` minus at `shallow` for one family (NaN row if either is missing)."""
+    d = df[(df["family"] == family) & df["depth"].isin([shallow, deep])]
+    if d.empty:
+        return pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
+    return stats.paired_diff(d, "depth", metric, deep, shallow, missing="nan").iloc[0]
+
+
+def best_pair(df: pd.DataFrame, conv_families, rnn_families) -> dict:
+    """The best recurrent and best conv configuration (chosen on validation) and their paired test difference."""
+    conv, rnn = best_config(df, conv_families), best_config(df, rnn_families)
+    nan = pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
+    if conv is None or rnn is None:
+        return {"conv": conv, "rnn": rnn, "diff": nan}
+    pick = lambda fd: df[(df["family"] == fd[0]) & (df["depth"] == fd[1])]
+    pair = pd.concat([pick(rnn).assign(side="rnn"), pick(conv).assign(side="conv")])
+    return {"conv": conv, "rnn": rnn, "diff": stats.paired_diff(pair, "side", "test_macro_f1", "rnn", "conv").iloc[0]}
+
+
+def label(fd) -> str:
+    return "no finished run" if fd is None else f"{FAMILY_LABELS[fd[0]]} at depth {fd[1]}"
+
+
+def _ci(row) -> str:
+    return fmt_ci(row["mean"], row["low"], row["high"])
+
+
+def _est(values) -> tuple:
+    """(mean, low, high, n) of a Series of per-seed values, NaN dropped."""
+    v = pd.Series(values, dtype=float).dropna()
+    return (*stats.mean_ci(v), len(v))
+
+
+def _per_seed(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: int) -> pd.Series:
+    d = df[df["family"] == family].pivot_table(index="seed", columns="depth", values=metric)
+    d = d.reindex(columns=[shallow, deep])  # a depth whose runs all lack the metric stays, as NaN
+    return d[deep] - d[shallow]
+
+
+# ---- verdicts ----
+
+def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: int) -> Verdict:
+    """Harder to train (LSTM's training-loss change with depth minus the CNN's, claimed above zero) and because
+    gradients vanish across layers (deep LSTM's attenuation at init minus the deep CNN's, claimed above zero)."""
+    per, used = {}, []
+    for name, df in runs.items():
+        harder = _est(_per_seed(df, "lstm", "train_loss", shallow, deep) - _per_seed(df, "cnn", "train_loss", shallow, deep))
+        g = grads[(grads["dataset"] == name) & (grads["depth"] == deep)]
+        vanish = _est(g[g["family"] == "lstm"].set_index("seed")["layer_init"]
+                      - g[g["family"] == "cnn"].set_index("seed")["layer_init"])
+        per[DATASETS[name]] = all_of({
+            "harder to train": judge(*harder, margin("C1", "train_loss"), what="training-loss change, LSTM - CNN"),
+            "gradients vanish more": judge(*vanish, margin("C1", "layer_decay"),
+                                           what="orders of gradient lost across layers, LSTM - CNN"),
+        })
+        used += list(df[df["family"].isin(["lstm", "cnn"]) & df["depth"].isin([shallow, deep])]["key"])
+    j = combine(per)
+    return Verdict.of(j, claim="C1", chapter="depth", figure="fig-depth-trainloss", runs=used,
+                      summary=" ".join(f"{n}: {v.verdict}." for n, v in per.items()),
+                      effect=f"{next(iter(per))} training loss, (LSTM depth {deep} - {shallow}) - (CNN depth {deep} - {shallow})")
+
+
+def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verdict, dict]:
+    """Recurrent families need less depth (smallest sufficient depth smaller) and the best recurrent model is
+    not worse than the best CNN (non-inferiority on test macro-F1)."""
+    per, best = {}, {}
+    for name, df in runs.items():
+        b = best_pair(df, conv_families, rnn_families)
+        suff = {f: sufficient_depth(df, f) for f in list(conv_families) + list(rnn_families)}
+        d_conv = np.nanmin([suff[f] for f in conv_families] + [np.inf])
+        d_rnn = np.nanmin([suff[f] for f in rnn_families] + [np.inf])
+        best[name] = {**b, "sufficient": suff, "d_conv": d_conv, "d_rnn": d_rnn}
+        if np.isinf(d_conv) or np.isinf(d_rnn):
+            less = Judgement("inconclusive", "a family group has no finished run to choose a depth from")
+        elif d_rnn < d_conv:
+            less = Judgement("supported", f"smallest sufficient depth {d_rnn:g} (recurrent) < {d_conv:g} (conv)")
+        else:
+            less = Judgement("refuted", f"smallest sufficient depth {d_rnn:g} (recurrent) >= {d_conv:g} (conv)")
+        d = b["diff"]
+        per[DATASETS[name]] = all_of({
+            "not worse": not_worse(d["mean"], d["low"], d["high"], int(d["n"]), margin("C4", "test_macro_f1"),
+                                   what="test macro-F1, best recurrent - best conv"),
+            "less depth": less})
+    j = combine(per)
+    summary = " ".join(
+        f"{DATASETS[n]}: smallest sufficient depth {b['d_rnn']:g} (recurrent) vs {b['d_conv']:g} (conv); best "
+        f"recurrent {label(b['rnn'])} minus best CNN {label(b['conv'])}, test macro-F1 {_ci(b['diff'])} "
+        f"({per[DATASETS[n]].verdict})." for n, b in best.items())
+    v = Verdict.of(j, claim="C4", chapter="depth", summary=summary, figure="fig-depth-f1", runs=keys(*runs.values()),
+                   effect=f"{next(iter(per))} test macro-F1, best recurrent minus best convolutional model")
+    return v, best
+
+
+def c8_effects(grads: pd.DataFrame, rnn_depths) -> dict[str, dict]:
+    """Per dataset, paired by seed: orders of gradient lost across the time steps of a one-layer LSTM minus
+    across the layers of the deepest stacked LSTM, both after training; with how many time values are bounds."""
+    out = {}
+    for name in grads["dataset"].unique():
+        g = grads[(grads["dataset"] == name) & (grads["family"] == "lstm")]
+        one = g[g["depth"] == min(rnn_depths)].set_index("seed")
+        deep = g[g["depth"] == max(rnn_depths)].set_index("seed")["layer_final"]
+        out[name] = {"diff": _est(one["time"] - deep), "time": _est(one["time"]), "layers": _est(deep),
+                     "censored": int(one["time_censored"].sum()), "n_time": len(one),
+                     "resolved": int(one["time_resolved"].min()) if len(one) else 0,
+                     "steps": int(one["time_steps"].max()) if len(one) else 0}
+    return out
+
+
+def c8(grads: pd.DataFrame, rnn_depths, runs: pd.DataFrame) -> Verdict:
+    e = c8_effects(grads, rnn_depths)
+    per = {}
+    for name, r in e.items():
+        j = judge(*r["diff"], margin("C8", "orders"), what="orders lost across time - across layers")
+        if r["censored"]:
+            bound = (f"; in {r['censored']} of {r['n_time']} runs the time gradient fell below float32 resolution "
+                     f"within {r['resolved']} of {r['steps']} input samples, so those values are lower bounds")
+            # a lower bound can support "more across time" but cannot refute it
+            j = Judgement("inconclusive" if j.verdict == "refuted" else j.verdict, j.reason + bound,
+                          j.mean, j.low, j.high, j.margin, j.n)
+        per[DATASETS[name]] = j
+    j = combine(per, headline=DATASETS["cinc2017"] if "cinc2017" in e else None)
+    summary = " ".join(
+        f"{DATASETS[n]}: orders of magnitude of gradient lost across time in one LSTM layer "
+        f"{fmt_ci(*r['time'][:3])}{' (at least: below resolution after ' + str(r['resolved']) + ' samples)' if r['censored'] else ''}, "
+        f"across {max(rnn_depths)} stacked layers {fmt_ci(*r['layers'][:3])}." for n, r in e.items())
+    used = runs[(runs["family"] == "lstm") & runs["depth"].isin([min(rnn_depths), max(rnn_depths)])]
+    return Verdict.of(j, claim="C8", chapter="depth", summary=summary, figure="fig-depth-grad-time", runs=keys(used),
+                      effect="orders of magnitude lost across time (1 layer) minus across layers (deepest stack)")
+
+
+def c13_table(runs: dict[str, pd.DataFrame], families, best: dict, shallow: int, deep: int) -> pd.DataFrame:
+    """Per family: smallest sufficient depth per task, depth gain per task, and CinC minus MIT-BIH (paired by seed)."""
+    rows = []
+    for family in families:
+        gm = _per_seed(runs["mitdb"], family, "test_macro_f1", shallow, deep)
+        gc = _per_seed(runs["cinc2017"], family, "test_macro_f1", shallow, deep)
+        inter = _est(gc - gm)
+        rows.append({"family": family,
+                     "sufficient depth, MIT-BIH": best["mitdb"]["sufficient"][family],
+                     "sufficient depth, CinC": best["cinc2017"]["sufficient"][family],
+                     "depth gain, MIT-BIH": fmt_ci(*stats.mean_ci(gm)),
+                     "depth gain, CinC": fmt_ci(*stats.mean_ci(gc)),
+                     "CinC minus MIT-BIH": fmt_ci(*inter[:3]),
+                     "mean": inter[0], "low": inter[1], "high": inter[2], "n": inter[3]})
+    return pd.DataFrame(rows)
+
+
+def c13(table: pd.DataFrame, runs: pd.DataFrame, shallow: int, deep: int) -> Verdict:
+    """The depth gain differs between tasks, in either direction (the claim names no direction), per family;
+    the families are combined like settings."""
+    m = margin("C13", "gain")
+    per = {FAMILY_LABELS[r["family"]]: judge(r["mean"], r["low"], r["high"], int(r["n"]), m,
+                                             claimed="below" if r["mean"] < 0 else "above",
+                                             what="depth gain, CinC - MIT-BIH")
+           for _, r in table.iterrows()}
+    head = "rescnn" if "rescnn" in set(table["family"]) else table["family"].iloc[0]
+    j = combine(per, headline=FAMILY_LABELS[head])
+    n_diff = sum(v.verdict == "supported" for v in per.values())
+    summary = (f"The test macro-F1 gained from depth {shallow} to {deep} differs between CinC rhythms and MIT-BIH "
+               f"beats by more than the margin for {n_diff} of {len(per)} families; "
+               + "; ".join(f"{FAMILY_LABELS[r['family']]} {r['CinC minus MIT-BIH']}" for _, r in table.iterrows()) + ".")
+    return Verdict.of(j, claim="C13", chapter="depth", summary=summary, figure="fig-depth-f1", runs=keys(runs),
+                      effect=f"depth gain (depth {deep} - {shallow}, test macro-F1), CinC minus MIT-BIH, {head}")
+
+
+# ---- tables and figures (each figure one named function) ----
+
+def describe(base: dict, what: str) -> str:
+    """One line of the chapter's setup: the data and training budget of a base config."""
+    window = sum(base.get("window", experiments.RunConfig().window))
+    extra = (f", {base['crop_s']:g} s crops" if base["dataset"] == "cinc2017"
+             else f", {window:g} s windows around each R peak")
+    batches = "whole epochs" if base.get("max_batches") is None else f"at most {base['max_batches']} batches per epoch"
+    return (f"- **{DATASETS[base['dataset']]}** ({what}): {base['fs']:g} Hz{extra}, "
+            f"{base['train_fraction']:.0%} of the training split, width {base['width']}, "
+            f"{base['epochs']} epoch(s) ({batches}), one-cycle AdamW, early stopping on validation macro-F1.")
+
+
+def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, family and depth: test/train scores with their intervals, and how many runs diverged.
+    A configuration whose runs all diverged keeps its row, with "no finished run" for its scores."""
+    rows = []
+    for (dataset, family, depth), g in df.groupby(["dataset", "family", "depth"]):
+        cell = lambda m: fmt_ci(*stats.ci(g[m], m)) if g[m].notna().any() else "no finished run"
+        rows.append({"dataset": dataset, "family": family, "depth": depth, "params": int(g["n_params"].iloc[0]),
+                     "test macro-F1": cell("test_macro_f1"), "train loss": cell("train_loss"),
+                     "train macro-F1": cell("train_macro_f1"),
+                     "runs": len(g), "diverged": int((g["status"] == "diverged").sum())})
+    return pd.DataFrame(rows)
+
+
+def fig_depth_panels(runs: dict[str, pd.DataFrame], metric: str, ylabel: str, title: str):
+    """`metric` versus depth, mean and CI per family, one panel per database (fig-depth-f1, fig-depth-trainloss)."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    fig, axes = plt.subplots(1, len(runs), figsize=(11, 4.3), squeeze=False)
+    for ax, (name, df) in zip(axes[0], runs.items()):
+        s = stats.summarise(df, ["family", "depth"], metric).dropna(subset=["mean"])
+        if s.empty:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", transform=ax.transAxes)
+        else:
+            plots.ci_lines(ax, s, "depth", logx=True)
+        ax.set(xlabel="depth (stacked layers)", ylabel=ylabel, title=DATASETS[name])
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(loc="best", fontsize=9)
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def time_curve(record: dict) -> np.ndarray:
+    """The input-gradient curve normalised to its mean over the last 10% of the input (the readout end)."""
+    c = np.asarray(record["probes"]["input_grad"]["curve"], dtype=float)
+    end = np.mean(c[-max(1, len(c) // 10):])
+    return c / end if end > 0 else np.full_like(c, np.nan)
+
+
+def fig_grad_time(runs: dict[str, pd.DataFrame], records: dict, fs: dict[str, float], depths: dict[str, list]):
+    """Input gradient across time, normalised at the readout, shallowest and deepest model per family
+    (fig-depth-grad-time). depths: family -> the depths swept; values at or below zero are left off the log axis."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    fig, axes = plt.subplots(1, len(runs), figsize=(11, 4.3), squeeze=False)
+    for ax, (name, df) in zip(axes[0], runs.items()):
+        for family in [f for f in ("cnn", "lstm", "reslstm") if f in depths]:
+            for depth, ls in [(min(depths[family]), "-"), (max(depths[family]), "--")]:
+                keys_ = df[(df["family"] == family) & (df["depth"] == depth)]["key"]
+                curves = [time_curve(records[k]) for k in keys_ if "input_grad" in records[k]["probes"]]
+                if not curves:
+                    continue
+                length = records[keys_.iloc[0]]["probes"]["input_grad"]["length"]
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a curve with no end
+                    c = np.nanmean(curves, axis=0)
+                c = np.where(c > 0, c, np.nan)  # exact zeros (float32 underflow) have no place on a log axis
+                ax.plot(np.linspace(0, length / fs[name], len(c)), c, ls=ls, color=plots.FAMILY_COLORS[family],
+                        label=f"{FAMILY_LABELS[family]} ({depth})")
+        if ax.lines:
+            ax.set_yscale("log")
+        ax.set(xlabel="input time (s)", ylabel="gradient / its mean at the end", title=DATASETS[name])
+    if axes[0][0].lines:
+        axes[0][0].legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,196 @@
+"""The chapters' analysis on small constructed runs tables and records: no training, no data."""
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecglib import experiments
+from ecglib.evidence import collapsed, flag_collapsed, usable
+from ecglib.evidence import depth as ev
+from ecglib.evidence import overfitting as ov
+
+matplotlib.use("Agg")
+SEEDS = [0, 1, 2, 3]
+
+
+def table(spec, datasets=("mitdb", "cinc2017"), seeds=SEEDS, noise=0.005):
+    """A runs table: spec maps (family, depth) -> dict of metric means; each seed adds small noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for dataset in datasets:
+        for (family, depth), metrics in spec.items():
+            for s in seeds:
+                row = {"dataset": dataset, "family": family, "depth": depth, "seed": s, "status": "ok",
+                       "key": f"{dataset}-{family}-{depth}-{s}", "n_params": 1000 * depth}
+                for m, v in metrics.items():
+                    row[m] = v + rng.normal(0, noise) if v is not None and not (isinstance(v, float) and math.isnan(v)) else math.nan
+                rows.append(row)
+    df = pd.DataFrame(rows)
+    return {d: df[df["dataset"] == d] for d in datasets}
+
+
+def good(f1, loss=0.5):
+    return {"test_macro_f1": f1, "val_macro_f1": f1, "train_macro_f1": f1 + 0.05, "train_loss": loss}
+
+
+def test_depth_sweep_is_one_definition_shared_by_chapters():
+    base = {"dataset": "synthetic", "epochs": 1}
+    a = ev.depth_sweep(base, ["cnn"], ["lstm"], [1, 2], [1], 2)
+    assert [c.key for c in a] == [c.key for c in ev.depth_sweep(base, ["cnn"], ["lstm"], [1, 2], [1], [0, 1])]
+    assert len(a) == 6 and all(isinstance(c, experiments.RunConfig) for c in a)
+
+
+SPEC = {("cnn", 2): good(0.8), ("cnn", 8): good(0.85), ("lstm", 2): good(0.6), ("lstm", 8): good(0.5, loss=1.5)}
+
+
+def test_c4_refuted_when_the_best_recurrent_model_is_clearly_worse():
+    v, best = ev.c4(table(SPEC), ["cnn"], ["lstm"])
+    assert v.verdict == "refuted" and "worse by more than the margin" in v.reason
+    assert best["mitdb"]["conv"] == ("cnn", 8) and best["mitdb"]["rnn"] == ("lstm", 2)
+    assert v.margin == 0.02 and v.value == pytest.approx(-0.25, abs=0.02)
+
+
+def test_every_run_of_a_family_diverged_breaks_nothing():
+    spec = {**SPEC, ("lstm", 2): {k: math.nan for k in good(0)}, ("lstm", 8): {k: math.nan for k in good(0)}}
+    runs = table(spec)
+    for df in runs.values():
+        df.loc[df["family"] == "lstm", "status"] = "diverged"
+    assert math.isnan(ev.sufficient_depth(runs["mitdb"], "lstm")) and ev.best_config(runs["mitdb"], ["lstm"]) is None
+    v, best = ev.c4(runs, ["cnn"], ["lstm"])
+    assert v.verdict == "inconclusive" and "no finished run" in v.summary
+    t = ev.sweep_table(pd.concat(runs.values()))
+    assert (t[t["family"] == "lstm"]["test macro-F1"] == "no finished run").all()
+    assert (t[t["family"] == "lstm"]["diverged"] == len(SEEDS)).all()
+    assert ev.fig_depth_panels(runs, "test_macro_f1", "f1", "t") is not None
+    c13 = ev.c13_table(runs, ["cnn", "lstm"], best, 2, 8)
+    v13 = ev.c13(c13, pd.concat(runs.values()), 2, 8)      # the CNN's gain is equal on both tasks; the LSTM open
+    assert v13.verdict == "refuted" and "left open by LSTM" in v13.reason
+
+
+def test_c1_supported_when_lstm_fits_worse_and_its_gradients_vanish():
+    runs = table(SPEC)
+    grads = pd.concat(runs.values())[["dataset", "family", "depth", "seed", "key"]].copy()
+    grads["layer_init"] = np.where(grads["family"] == "lstm", 4.0, 0.5) + 0.01 * grads["seed"]
+    v = ev.c1(runs, grads, 2, 8)
+    assert v.verdict == "supported" and "harder to train supported" in v.reason
+    grads["layer_init"] = 0.5 + 0.01 * grads["seed"]           # same attenuation in both families
+    assert ev.c1(runs, grads, 2, 8).verdict == "refuted"
+
+
+def test_c13_depends_on_the_task_in_either_direction():
+    runs = table(SPEC)
+    cinc = runs["cinc2017"].copy()
+    cinc.loc[(cinc["family"] == "cnn") & (cinc["depth"] == 8), "test_macro_f1"] += 0.3   # depth pays on CinC only
+    cinc.loc[(cinc["family"] == "lstm") & (cinc["depth"] == 8), "test_macro_f1"] -= 0.3
+    runs["cinc2017"] = cinc
+    _, best = ev.c4(runs, ["cnn"], ["lstm"])
+    t = ev.c13_table(runs, ["cnn", "lstm"], best, 2, 8)
+    assert ev.c13(t, pd.concat(runs.values()), 2, 8).verdict == "supported"
+
+
+def record(family="lstm", depth=2, curve=None, norms=None, classes=5):
+    config = experiments.RunConfig(family=family, depth=depth).__dict__ if hasattr(experiments.RunConfig, "__dict__") else {}
+    config = {k: getattr(experiments.RunConfig(family=family, depth=depth), k) for k in ("family", "depth", "width",
+                                                                                           "kernel_size", "dropout",
+                                                                                           "bidirectional", "readout",
+                                                                                           "conv_depth", "pool")}
+    norms = norms or {f"layers.{i}": 10.0 ** (i - depth) for i in range(depth)}
+    curve = np.exp(np.linspace(-10, 0, 100)) if curve is None else curve
+    return {"config": config, "classes": list("NSVFQ")[:classes], "history": [{"grad_norms": norms}],
+            "probes": {"grad_norms_init": norms, "input_grad": {"curve": list(curve), "length": 200}}}
+
+
+def test_gradient_measures_and_c8_lower_bounds():
+    r = record("cnn", 4)
+    sizes = ev.layer_sizes(r["config"], 5)
+    assert len(sizes) == 4 and sizes[1] == sizes[2]
+    assert ev.layer_attenuation(r) == pytest.approx(3 + math.log10(math.sqrt(sizes[0] / sizes[-1])), abs=1e-9)
+    under = np.r_[np.zeros(40), 10.0 ** -np.linspace(30, 0, 60)]
+    t = ev.time_attenuation(record(curve=under))
+    assert t["censored"] and t["resolved"] == 120 and t["steps"] == 200   # 60 of 100 points = 120 input samples
+    grads = pd.DataFrame([{"dataset": "cinc2017", "family": "lstm", "depth": d, "seed": s, "key": f"{d}{s}",
+                           "layer_final": 40.0 + s, "time": 38.0 + 0.1 * s, "time_censored": True,
+                           "time_resolved": 120, "time_steps": 200} for d in (1, 8) for s in range(3)])
+    v = ev.c8(grads, [1, 8], grads.assign(status="ok"))
+    assert v.verdict == "inconclusive" and "lower bounds" in v.reason    # a bound cannot refute
+    grads["layer_final"] = 2.0 + 0.1 * grads["seed"]
+    assert ev.c8(grads, [1, 8], grads.assign(status="ok")).verdict == "supported"
+    table_ = ev.gradient_table(pd.DataFrame([{"dataset": "mitdb", "family": "cnn", "depth": 4, "seed": 0, "key": "k",
+                                              "status": "ok"}]), {"k": r})
+    assert table_["layer_init"].iloc[0] == pytest.approx(ev.layer_attenuation(r))
+
+
+def test_grad_time_figure_survives_underflow_and_missing_families():
+    runs = {"mitdb": pd.DataFrame([{"family": "lstm", "depth": 1, "key": "a"}, {"family": "lstm", "depth": 8, "key": "b"}])}
+    recs = {"a": record(curve=np.zeros(100)), "b": record(curve=np.r_[np.zeros(50), np.ones(50)])}
+    assert ev.fig_grad_time(runs, recs, {"mitdb": 90}, {"lstm": [1, 8], "gru": [1]}) is not None
+
+
+def test_collapsed_runs_have_no_gap_and_cannot_refute_c2():
+    spec = {("cnn", 2): good(0.6), ("cnn", 8): good(0.6), ("lstm", 2): good(0.2), ("lstm", 8): good(0.2)}
+    df = pd.concat(table(spec, datasets=("mitdb",), noise=0.0).values())
+    one_class = {"test": {"confusion": [[5, 0], [3, 0]]}}
+    recs = {k: (one_class if "lstm" in k else {"test": {"confusion": [[5, 1], [1, 3]]}}) for k in df["key"]}
+    assert collapsed(one_class) and not collapsed(recs[df["key"].iloc[0]])
+    g = ov.with_gaps(df, recs)
+    assert g[g["family"] == "lstm"]["gap"].isna().all() and g[g["family"] == "cnn"]["gap"].notna().all()
+    e = ov.c2_effects(g, 2, 8)
+    assert e["judgement"].verdict == "inconclusive" and "collapsed" in e["judgement"].reason
+    v = ov.c2({"mitdb": e}, {}, ["cnn", "lstm"], [g])
+    assert v.verdict == "inconclusive" and v.claim == "C2"
+    # the store's own flag wins when load_runs provides it
+    assert not flag_collapsed(df.assign(collapsed=False), recs)["collapsed"].any()
+    assert usable(df.assign(converged=[True, False] * (len(df) // 2))).sum() == len(df) // 2
+
+
+def test_c2_supported_when_deeper_lstms_overfit_more_than_cnns():
+    spec = {("cnn", 2): good(0.8), ("cnn", 8): good(0.8), ("lstm", 2): good(0.7), ("lstm", 8): good(0.5)}
+    df = pd.concat(table(spec, datasets=("mitdb",)).values())
+    df.loc[df["family"] == "lstm", "train_macro_f1"] = 0.95 + 0.001 * df["seed"]
+    e = ov.c2_effects(ov.with_gaps(df), 2, 8)
+    assert e["judgement"].verdict == "supported"
+    assert set(ov.c2_table({"mitdb": e})["verdict"]) == {"supported"}
+
+
+def test_c5_undefined_correlation_says_why():
+    rec = pd.DataFrame({"flow": np.linspace(-2, 0, 12), "gap": np.zeros(12), "key": [f"k{i}" for i in range(12)]})
+    v = ov.c5(rec)
+    assert v.verdict == "inconclusive" and "needs at least 4" not in v.reason and "12" in v.reason
+    rec["gap"] = -rec["flow"] * 0.1 + np.linspace(0, 0.001, 12)      # weaker flow (more negative), larger gap
+    assert ov.c5(rec).verdict == "supported"
+
+
+def test_c6_and_c9_from_seeded_runs():
+    rows = []
+    for s in SEEDS:
+        for frac, gap in ((0.025, 0.2), (0.1, 0.05)):
+            rows.append({"family": "cnn", "train_fraction": frac, "seed": s, "gap": gap + 0.01 * s, "key": f"c{frac}{s}"})
+            rows.append({"family": "lstm", "train_fraction": frac, "seed": s, "gap": gap, "key": f"l{frac}{s}"})
+    curves = pd.DataFrame(rows)
+    leak = pd.DataFrame([{"family": "cnn", "split": sp, "seed": s, "test_macro_f1": 0.5 + 0.2 * (sp == "intra") + 0.01 * s,
+                          "key": f"{sp}{s}"} for sp in ("inter", "intra") for s in SEEDS])
+    assert ov.c6(curves, leak, [0.025, 0.1]).verdict == "supported"
+    regimes = {"base": {}, "all three": {"dropout": 0.3}}
+    reg = pd.DataFrame([{"family": "lstm", "regime": r, "seed": s, "status": "ok", "key": f"{r}{s}",
+                         "gap": (0.2 if r == "base" else 0.05) + 0.01 * s, "test_macro_f1": 0.6 + 0.001 * s}
+                        for r in regimes for s in SEEDS])
+    assert ov.c9(reg, regimes).verdict == "supported"
+    reg.loc[reg["regime"] == "all three", "test_macro_f1"] -= 0.2            # narrower gap, but at a price
+    v = ov.c9(reg, regimes)
+    assert v.verdict == "refuted" and "test score kept refuted" in v.reason
+
+
+@pytest.mark.parametrize("mit, verdict", [
+    ((-0.014, -0.151, 0.124), "inconclusive"),   # the published C11: a wide CI across zero is not a refutation
+    ((-0.002, -0.012, 0.008), "refuted"),        # narrow, inside the no-effect band
+    ((0.08, 0.05, 0.11), "supported")])
+def test_c11_never_refutes_on_the_sign_of_the_mean(mit, verdict):
+    from ecglib.evidence import features as fe
+    gates = pd.DataFrame([{"data": "MIT-BIH", "comparison": "conv: glucnn - cnn", "mean": mit[0], "low": mit[1],
+                           "high": mit[2], "n": 3},
+                          {"data": "MIT-BIH", "comparison": "recurrent: lstm - rnn", "mean": 0.3, "low": 0.2,
+                           "high": 0.4, "n": 3}])
+    j = fe.c11(gates)
+    assert j.verdict == verdict and j.mean == mit[0]
