@@ -53,7 +53,7 @@ def _values(values, level, statistic):
 
 BOOTSTRAP_SEED = 0       # fixed, so every build publishes the same interval
 BOOTSTRAP_RESAMPLES = 9999
-BOUNDED_SUFFIXES = ("acc", "macro_f1", "f1")  # metric names whose values lie in [0, 1]
+BOUNDED_SUFFIXES = ("acc", "macro_f1", "f1", "score")  # metric names whose values lie in [0, 1]
 
 
 def is_bounded(metric: str) -> bool:

@@ -56,7 +56,7 @@ def test_table_reads_usable_runs_at_the_chosen_values(world):
     # a run of the same family at another learning rate must not enter the cnn's row
     other = runs.iloc[[0]].assign(lr=1e-2, key="other", test_score=0.0)
     t = ev.table(pd.concat([runs, other]), records, selections).set_index(["task", "family"])
-    cnn = t.loc[("MIT-BIH, inter-patient", "CNN")]
+    cnn = t.loc[("MIT-BIH, inter-patient", "plain CNN")]
     assert cnn["usable"] == "3/3" and cnn["test_score"] == pytest.approx(0.6)
     assert 0 <= cnn["test_score_low"] <= 0.6 <= cnn["test_score_high"] <= 1      # bounded interval
     assert cnn["se S"] == pytest.approx(0.6) and math.isnan(cnn["se Q"])
@@ -70,7 +70,7 @@ def test_failures_name_what_was_tried(world):
     text = ev.failures_text(runs, selections)
     assert "**LSTM**, depth 2, MIT-BIH, inter-patient: failed to train (3 runs: 0 diverged, 0 unconverged, " \
            "3 collapsed; tried: lr 0.001" in text
-    assert "CNN" not in text
+    assert "plain CNN" not in text
     ok = {k: v for k, v in selections.items() if k[1] == "cnn"}
     assert ev.failures_text(runs[runs["family"] == "cnn"], ok).startswith("Every family trained")
 
@@ -80,7 +80,7 @@ def test_summary_and_selection_tables_and_figure(world):
     summary = ev.table(runs, records, selections)
     shown = ev.summary_table(summary)
     assert shown.loc[0, "test score"].startswith("0.600 [") and "se S" in shown.columns
-    assert set(ev.selection_table(selections)["family"]) == {"CNN", "LSTM"}
+    assert set(ev.selection_table(selections)["family"]) == {"plain CNN", "LSTM"}
     fig = ev.fig_baselines(summary)
     assert len(fig.axes) == 2 and fig.axes[0].get_ylim() == (0, 1.02)
     assert ev.anchors_table()["source"].str.len().min() > 0

@@ -65,10 +65,11 @@ def selection_table(selections: dict) -> pd.DataFrame:
 
 def _per_class(records: list[dict], what: str) -> dict[str, float]:
     """Mean over runs of a per-class test measure (se or ppv), by class name."""
-    values = np.array([[np.nan if v is None else v for v in r["test"][what]] for r in records], dtype=float)
-    with np.errstate(all="ignore"):
-        means = np.nanmean(values, axis=0) if len(values) else []
-    return dict(zip(records[0]["classes"], means)) if records else {}
+    if not records:
+        return {}
+    values = pd.DataFrame([[np.nan if v is None else v for v in r["test"][what]] for r in records],
+                          columns=records[0]["classes"])
+    return values.mean().to_dict()   # NaN for a class no run could measure (e.g. no Q beat predicted)
 
 
 def table(runs: pd.DataFrame, records: dict[str, dict], selections: dict) -> pd.DataFrame:
