@@ -118,14 +118,14 @@ def fetch(name: str, root=None, mirror=None, progress: bool = True, verify: bool
             return target
         except ValueError:   # an unreadable marker (json's errors are ValueErrors): verify in full
             pass
-    try:
-        if not target.exists():
+    if not target.exists():
+        try:
             _fetch_into(root, name, mirror, progress)
-        _verify(target, name, progress)
-    except OSError as e:
-        if e.errno in files.DISK_ERRORS:
-            raise DataError(files.cannot_write(root, e, "ECGLIB_DATA")) from None
-        raise
+        except OSError as e:
+            if e.errno in files.DISK_ERRORS:
+                raise DataError(files.cannot_write(root, e, "ECGLIB_DATA")) from None
+            raise
+    _verify(target, name, progress)
     return target
 
 

@@ -497,12 +497,11 @@ def _writable(d: Path) -> None:
     """Fail before training, not after it, when the store cannot take a record (or its run locks)."""
     try:
         files.hidden_dir(d, ".locks")
-        with files.atomic_write(d / ".writable"):
+        with tempfile.TemporaryFile(dir=d):
             pass
-        (d / ".writable").unlink()
     except OSError as e:
         if e.errno in files.DISK_ERRORS:
-            raise StoreError(files.cannot_write(d, e, "ECGLIB_RESULTS")) from None
+            raise StoreError(files.cannot_write(d, OSError(e.errno, e.strerror), "ECGLIB_RESULTS")) from None
         raise
 
 
@@ -552,11 +551,14 @@ def read_record(path: Path) -> dict | None:
 
 
 def _quarantine(path: Path, why: str) -> None:
-    q = files.hidden_dir(path.parent, ".quarantine")
-    dest = q / f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
     try:
+        dest = files.hidden_dir(path.parent, ".quarantine") / f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
         os.replace(path, dest)
     except FileNotFoundError:   # another reader moved it first
+        return None
+    except OSError as e:        # a read-only store: leave it, but say so
+        warnings.warn(f"{path} is corrupt: {why}; it counts as missing but could not be moved aside ({e})",
+                      stacklevel=3)
         return None
     warnings.warn(f"{path} is corrupt: {why}; moved to {dest}, and the run counts as missing "
                   f"(the next sweep that needs it trains it again)", stacklevel=3)
