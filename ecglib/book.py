@@ -17,16 +17,15 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from ecglib.experiments import EXECUTORS
-
-ROOT = Path(__file__).resolve().parent.parent
+from ecglib import files
+from ecglib.experiments import check_executor, describe_store
+from ecglib.files import ROOT
 RESERVED = ("profile", "executor", "fresh")   # every notebook chapter declares these; build() sets them
 LOG_TAIL = 40
 
@@ -59,8 +58,11 @@ def _toc_files(node) -> list[str]:
     return []
 
 
-def _parameters(path: Path) -> list[str] | None:
-    """Names assigned in the notebook's `parameters` cell, or None for a plain page."""
+_UNSET = object()   # a default that is not a literal (e.g. list(range(1, 17))): its type is unknown
+
+
+def _parameters(path: Path) -> dict | None:
+    """{name: default} of the notebook's `parameters` cell (in order), or None for a plain page."""
     import jupytext
 
     for cell in jupytext.read(path).cells:
@@ -69,16 +71,20 @@ def _parameters(path: Path) -> list[str] | None:
                 body = ast.parse(cell.source).body
             except SyntaxError as e:
                 raise ValueError(f"{path}: the parameters cell is not valid Python: {e}") from None
-            names = []
+            defaults = {}
             for node in body:
                 targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-                names += [t.id for t in targets if isinstance(t, ast.Name)]
-            return names
+                try:
+                    value = ast.literal_eval(node.value) if getattr(node, "value", None) is not None else _UNSET
+                except ValueError:
+                    value = _UNSET
+                defaults.update({t.id: value for t in targets if isinstance(t, ast.Name)})
+            return defaults
     return None
 
 
-def notebook_chapters(root=ROOT) -> dict[str, list[str]]:
-    """Notebook chapters (name -> parameter names), in _toc.yml order."""
+def notebook_chapters(root=ROOT) -> dict[str, dict]:
+    """Notebook chapters (name -> {parameter: default}), in _toc.yml order."""
     root = Path(root)
     toc = yaml.safe_load((root / "_toc.yml").read_text()) if (root / "_toc.yml").exists() else {}
     order = [Path(f).stem for f in _toc_files(toc)]
@@ -97,10 +103,11 @@ def notebook_chapters(root=ROOT) -> dict[str, list[str]]:
 
 def _absolute_settings() -> None:
     """Kernels run with cwd = the project root and inherit os.environ: relative paths must not move."""
-    os.environ["ECGLIB_DATA"] = str(Path(os.environ.get("ECGLIB_DATA", "data")).resolve())
-    os.environ["ECGLIB_RESULTS"] = str(Path(os.environ.get("ECGLIB_RESULTS", "results")).resolve())
-    if os.environ.get("ECGLIB_MIRROR"):
-        os.environ["ECGLIB_MIRROR"] = str(Path(os.environ["ECGLIB_MIRROR"]).resolve())
+    os.environ["ECGLIB_DATA"] = str(files.data_root())
+    os.environ["ECGLIB_RESULTS"] = str(files.results_root())
+    for k in ("ECGLIB_MIRROR", "ECGLIB_CACHE"):
+        if os.environ.get(k):
+            os.environ[k] = str(Path(os.environ[k]).expanduser().resolve())
 
 
 def _yaml_value(name: str, value):
@@ -112,18 +119,78 @@ def _yaml_value(name: str, value):
         raise ValueError(f"-p {name} {value!r}: not a YAML value ({str(e).splitlines()[0]})") from None
 
 
+# Ranges of numeric parameters by name (a list is checked item by item): (pattern, integer?, test, rule).
+# The type otherwise follows the default in the chapter's parameters cell.
+_RANGES = [
+    (r".*(depths?|epochs|steps|repeats|batch|batch_size|width|n_train|length|lengths|pools?|per_class)",
+     True, lambda v: v >= 1, ">= 1"),
+    (r".*fractions?", False, lambda v: 0 < v <= 1, "in (0, 1]"),
+    (r"(.*_)?(fs|s)|lr", False, lambda v: v > 0, "> 0"),
+]
+_PLURAL = {"an integer": "integers", "a number": "numbers", "a string": "strings", "true or false": "booleans",
+           "a mapping": "mappings", "a list": "lists"}
+
+
+def _expected(name: str, default, item: bool = False):
+    """(what a value must be, in words; a test), from the parameter's default; None if anything goes."""
+    if default is None or default is _UNSET:
+        return None
+    if isinstance(default, (list, tuple)):
+        inner = _expected(name, default[0], item=True) if default and len({type(d) for d in default}) == 1 else None
+        if inner is None:
+            return "a list", lambda v: isinstance(v, list)
+        words, test = inner
+        head = next(k for k in _PLURAL if words.startswith(k))
+        return (f"a non-empty list of {_PLURAL[head]}{words[len(head):]}",
+                lambda v: isinstance(v, list) and len(v) > 0 and all(test(x) for x in v))
+    if isinstance(default, bool):
+        return "true or false", lambda v: isinstance(v, bool)
+    if isinstance(default, (int, float)):
+        if name == "seeds":   # a number of seeds, or (in a list) the seeds themselves
+            rule = (True, lambda v: v >= 0, ">= 0") if item else (True, lambda v: v >= 1, ">= 1")
+        else:
+            rule = next((r[1:] for r in _RANGES if re.fullmatch(r[0], name)), None)
+        integer = rule[0] if rule else isinstance(default, int)
+
+        def test(v):
+            ok = isinstance(v, int) and not isinstance(v, bool) or (not integer and isinstance(v, float))
+            return ok and (rule is None or rule[1](v))
+        return ("an integer" if integer else "a number") + (f" {rule[2]}" if rule else ""), test
+    if isinstance(default, str):
+        return "a string", lambda v: isinstance(v, str)
+    if isinstance(default, dict):
+        return "a mapping", lambda v: isinstance(v, dict)
+    return None
+
+
+def _check_value(where: str, chapter: str, name: str, value, default):
+    """The value to pass, or a ValueError naming the parameter and what it must be."""
+    if isinstance(default, float) and isinstance(value, str):
+        try:
+            value = float(value)   # PyYAML reads 1e-3 as a string
+        except ValueError:
+            pass
+    expected = _expected(name, default)
+    if expected is not None and not expected[1](value):
+        shown = repr(default) if len(repr(default)) <= 60 else repr(default)[:56] + " ..."
+        raise ValueError(f"{where}: {name} of chapter {chapter} must be {expected[0]} (its default is "
+                         f"{shown}), got {value!r}")
+    return value
+
+
 def _plan(root: Path, profile: str, chapters, overrides, executor, fresh, render) -> tuple[list[str], dict[str, dict]]:
     """Validate everything; return the chapters to execute and each one's parameters."""
     available = notebook_chapters(root)
     sections = load_profile(profile, root)
-    if executor is not None and executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if executor is not None:
+        check_executor(executor)
     selected = list(available) if not chapters else list(dict.fromkeys(chapters))
     unknown = [c for c in selected if c not in available]
     if unknown:
         raise ValueError(f"unknown chapter(s) {', '.join(map(repr, unknown))}; valid chapters: "
                          f"{', '.join(available) or '(no notebook chapters in chapters/)'}")
-    values = {k: _yaml_value(k, v) for k, v in (overrides or {}).items()}
+    raw = {k: v for k, v in (overrides or {}).items()}
+    values = {k: _yaml_value(k, v) for k, v in raw.items()}
     reserved = [k for k in values if k in RESERVED]
     if reserved:
         raise ValueError(f"parameter(s) {reserved} are set by build itself: use --profile, --executor, --fresh")
@@ -143,8 +210,11 @@ def _plan(root: Path, profile: str, chapters, overrides, executor, fresh, render
         if stray:
             raise ValueError(f"params/{profile}.yml, section {c}: unknown parameter(s) {stray}; valid parameters of "
                              f"{c}: {', '.join(p for p in available[c] if p not in RESERVED)}")
-        params[c] = {**section, **{k: v for k, v in values.items() if k in available[c]},
-                     "profile": profile, "executor": executor or "local", "fresh": bool(fresh)}
+        chosen = {k: (f"params/{profile}.yml, section {c}", v) for k, v in section.items()}
+        if c in selected:   # overrides are for the chapters asked for, not the ones run to complete the book
+            chosen |= {k: (f"-p {k} {raw[k]!r}", v) for k, v in values.items() if k in available[c]}
+        params[c] = {k: _check_value(where, c, k, v, available[c][k]) for k, (where, v) in chosen.items()}
+        params[c] |= {"profile": profile, "executor": executor or "local", "fresh": bool(fresh)}
     return run, params
 
 
@@ -153,20 +223,21 @@ def _strip_ansi(text: str) -> str:
 
 
 def _write_json(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with files.atomic_write(path) as f:
         json.dump(data, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
-    """papermill one chapter into _executed/<name>.ipynb; the failing cell's error becomes a ChapterError."""
+    """papermill one chapter into _executed/<name>.ipynb; the failing cell's error becomes a ChapterError.
+
+    papermill writes as it goes, so it writes <name>.partial.ipynb, renamed only when every cell ran:
+    a failed or killed chapter never leaves a notebook that a later build would take as done."""
     import jupytext
     import papermill as pm
 
     root = Path(root)
-    out = root / "_executed" / f"{name}.ipynb"
+    done = root / "_executed" / f"{name}.ipynb"
+    out = done.with_suffix(".partial.ipynb")
     out.parent.mkdir(exist_ok=True)
     nb = jupytext.read(root / "chapters" / f"{name}.md")
     for cell in nb.cells:  # the book shows the values used (papermill's injected cell), not the defaults
@@ -183,6 +254,7 @@ def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
         trace = _strip_ansi("\n".join(e.traceback)).strip().splitlines()[-LOG_TAIL:]
         raise ChapterError(f"chapter {name!r} failed at In[{e.exec_count}]: {e.ename}: {e.evalue}\n"
                            + "\n".join(trace) + f"\n(the partly executed notebook is {out})") from None
+    os.replace(out, done)
     return time.time() - t0
 
 
@@ -208,6 +280,7 @@ def build(profile: str = "default", chapters=None, overrides=None, executor=None
     root = Path(root or ROOT).resolve()
     run, params = _plan(root, profile, chapters, overrides, executor, fresh, render)
     _absolute_settings()
+    print(describe_store(), flush=True)
     runtimes_path = root / "_executed" / "runtimes.json"
     for i, name in enumerate(run, 1):
         print(f"[{i}/{len(run)}] {name}: executing with the {profile} profile ...", flush=True)

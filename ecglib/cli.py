@@ -15,8 +15,8 @@ def _fetch(args) -> int:
 
     names = ["mitdb", "cinc2017"] if args.name == "all" else [args.name]
     for name in names:
-        path = data.fetch(name)
-        print(f"{name}: ready in {path}")
+        path = data.fetch(name, verify=args.verify)
+        print(f"{name}: {'every file re-hashed and ' if args.verify else ''}ready in {path}")
     return 0
 
 
@@ -56,6 +56,8 @@ def _runs(args) -> int:
     from ecglib import experiments
 
     df = experiments.list_runs()
+    # Which store answered matters (the project's, or ECGLIB_RESULTS): say it, on stderr under --json.
+    print(experiments.describe_store(), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(df.to_json(orient="records", indent=2))
     else:
@@ -69,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fetch", help="download (or copy from ECGLIB_MIRROR) and verify a database")
     f.add_argument("name", nargs="?", default="all", choices=["mitdb", "cinc2017", "all"])
+    f.add_argument("--verify", action="store_true",
+                   help="re-hash every file against SHA256SUMS.txt, even if its size and mtime are unchanged")
     f.set_defaults(func=_fetch)
 
     d = sub.add_parser("data", help="data utilities")
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "ChapterError":
             print(f"error: {e}", file=sys.stderr)
             return 1
-        if isinstance(e, RuntimeError) and kind != "DataError":
+        if isinstance(e, RuntimeError) and kind not in ("DataError", "StoreError"):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

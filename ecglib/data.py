@@ -10,19 +10,36 @@ Two PhysioNet databases (both ODC-By 1.0):
 
 `fetch` copies a database from ECGLIB_MIRROR (two tar.xz archives) or downloads it from PhysioNet,
 verifies every file against SHA-256 checksums and lays both sources out the same way, so the
-readers below have one path. Preprocessed arrays are cached under data_root()/cache.
+readers below have one path. Preprocessed arrays are cached under cache_root() (ECGLIB_CACHE, by
+default data_root()/cache).
+
+What the cache guarantees: an entry's name hashes how it was made, including the database's
+SHA256SUMS.txt, so a different database never shares entries. An entry is only ever read after
+fetch() has checked the database it came from: every call compares each file's size and mtime with
+the verification marker and re-hashes a file that changed; `fetch(name, verify=True)` (`python -m
+ecglib fetch --verify`) re-hashes every file whatever its size and mtime, which is how bit rot
+that leaves both alone is found. A check that finds a changed file raises DataError, deletes the
+marker (no later check passes until the database is fetched again) and deletes that database's
+cache entries, so no array built from a changed file outlives the check that found it. A corrupt
+entry is deleted and rebuilt with a warning; a cache folder that cannot be written is skipped with
+a warning (the arrays are rebuilt in memory each time).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,6 +52,9 @@ import wfdb
 from scipy.signal import resample_poly
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
+
+from ecglib import files
+from ecglib.files import data_root  # noqa: F401  (part of this module's interface)
 
 # Bump when the layout or content of cached arrays changes, so old caches are not reused.
 FORMAT_VERSION = 2   # 2: MIT-BIH beats carry RR-interval features
@@ -71,8 +91,11 @@ class DataError(RuntimeError):
     """A database file is missing, corrupted or unreadable; the message names it and the fix."""
 
 
-def data_root() -> Path:
-    return Path(os.environ.get("ECGLIB_DATA") or "data").expanduser()
+def cache_root() -> Path:
+    """ECGLIB_CACHE, else data_root()/cache: a read-only shared data folder can keep its databases
+    while each user caches arrays somewhere writable."""
+    value = os.environ.get("ECGLIB_CACHE")
+    return Path(value).expanduser().resolve() if value else data_root() / "cache"
 
 
 def _physionet_url() -> str:
@@ -81,21 +104,43 @@ def _physionet_url() -> str:
 
 # ----------------------------------------------------------------------------- fetch and verify
 
-def fetch(name: str, root=None, mirror=None, progress: bool = True) -> Path:
+def fetch(name: str, root=None, mirror=None, progress: bool = True, verify: bool = False) -> Path:
     """The verified database folder root/name, copying or downloading it first if needed.
 
     A marker file records each file's size, mtime and checksum after a full verification, so a
-    second call only stats the files; a file that changed since is hashed again.
+    second call only stats the files; a file that changed since is hashed again. verify=True hashes
+    every file again regardless.
     """
     if name not in DATABASES:
         raise ValueError(f"unknown database {name!r}; valid: {', '.join(DATABASES)}")
     root = Path(root) if root is not None else data_root()
     target = root / name
-    if (target / MARKER).exists():
-        _check_marker(target, name)
-        return target
+    if (target / MARKER).exists() and not verify:
+        try:
+            _check_marker(target, name)
+            return target
+        except ValueError:   # an unreadable marker (json's errors are ValueErrors): verify in full
+            pass
     if not target.exists():
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            _fetch_into(root, name, mirror, progress)
+        except OSError as e:
+            if e.errno in files.DISK_ERRORS:
+                raise DataError(files.cannot_write(root, e, "ECGLIB_DATA")) from None
+            raise
+    _verify(target, name, progress)
+    return target
+
+
+def _fetch_into(root: Path, name: str, mirror, progress: bool) -> None:
+    """Copy or download root/name. Fetches of one database take turns (a lock file), so whoever holds
+    the lock knows that any temporary folder of that database was left by a killed fetch, and removes it."""
+    root.mkdir(parents=True, exist_ok=True)
+    with files.FileLock(root / f".{name}.lock"):
+        for stale in root.glob(f".{name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if (root / name).exists():   # a parallel fetch finished it while we waited
+            return
         mirror = mirror or os.environ.get("ECGLIB_MIRROR")
         # Build in a temporary sibling and move it into place whole: an interrupted fetch never
         # leaves a half-filled folder that looks finished.
@@ -104,13 +149,7 @@ def fetch(name: str, root=None, mirror=None, progress: bool = True) -> Path:
                 _from_mirror(name, Path(mirror), Path(tmp), progress)
             else:
                 _from_physionet(name, Path(tmp) / name, progress)
-            try:
-                os.replace(Path(tmp) / name, target)
-            except OSError:
-                if not target.is_dir():   # else a parallel fetch got there first; verify its copy
-                    raise
-    _verify(target, name, progress)
-    return target
+            os.replace(Path(tmp) / name, root / name)
 
 
 def _fix(target: Path, name: str) -> str:
@@ -125,14 +164,32 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _parse_sums(text: str) -> dict[str, str]:
-    """`sha256sum` output (one or two spaces, optional '*') -> {relative path: hex digest}."""
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _parse_sums(text: str, source, fix: str) -> dict[str, str]:
+    """`sha256sum` output (one or two spaces, optional '*') -> {relative path: hex digest}.
+    A malformed line is a DataError naming `source`, the line and `fix`."""
     sums = {}
-    for line in text.splitlines():
-        if line.strip():
-            digest, path = line.strip().split(maxsplit=1)
-            sums[path.lstrip("*")] = digest.lower()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(f"{source}, line {n}: expected '<sha256>  <file>', got {line.strip()[:80]!r}: {fix}")
+        if not _DIGEST.fullmatch(parts[0]):
+            raise DataError(f"{source}, line {n}: {parts[0][:80]!r} is not a SHA-256 (64 hex digits): {fix}")
+        sums[parts[1].lstrip("*")] = parts[0].lower()
     return sums
+
+
+def _changed(target: Path, name: str, message: str) -> DataError:
+    """A database file changed since it was verified: forget the verification and every array cached
+    from the database (built from who knows which version of the file), then say what to do."""
+    (target / MARKER).unlink(missing_ok=True)
+    for entry in cache_root().glob(f"{name}-*.npz"):
+        entry.unlink(missing_ok=True)
+    return DataError(f"{message}: {_fix(target, name)}")
 
 
 def _verify(target: Path, name: str, progress: bool) -> None:
@@ -141,19 +198,24 @@ def _verify(target: Path, name: str, progress: bool) -> None:
     if not sums_file.exists():
         raise DataError(f"{sums_file} is missing, so {target} cannot be verified: {_fix(target, name)}")
     marker = {}
-    for rel, digest in tqdm(_parse_sums(sums_file.read_text()).items(), desc=f"verifying {name}",
-                            unit="file", disable=not progress):
+    sums = _parse_sums(sums_file.read_text(errors="replace"), sums_file, _fix(target, name))
+    for rel, digest in tqdm(sums.items(), desc=f"verifying {name}", unit="file", disable=not progress):
         path = target / rel
         if not path.is_file():
-            raise DataError(f"{path} is missing: {_fix(target, name)}")
+            raise _changed(target, name, f"{path} is missing")
         if _sha256(path) != digest:
-            raise DataError(f"{path} is corrupted (SHA-256 differs from {sums_file}): {_fix(target, name)}")
+            raise _changed(target, name, f"{path} is corrupted (SHA-256 differs from {sums_file})")
         st = path.stat()
         marker[rel] = [st.st_size, st.st_mtime_ns, digest]
-    # Atomic, so a parallel reader never sees half a marker.
-    with tempfile.NamedTemporaryFile("w", dir=target, suffix=".tmp", delete=False) as f:
-        json.dump(marker, f)
-    os.replace(f.name, target / MARKER)
+    try:
+        with files.atomic_write(target / MARKER) as f:   # a parallel reader never sees half a marker
+            json.dump(marker, f)
+    except OSError as e:
+        if e.errno not in files.DISK_ERRORS:
+            raise
+        # Verified all the same; only the shortcut for the next call is lost.
+        warnings.warn(files.cannot_write(target, e, "ECGLIB_DATA") + "; until then every fetch hashes "
+                      "the whole database", stacklevel=3)
 
 
 def _check_marker(target: Path, name: str) -> None:
@@ -162,10 +224,9 @@ def _check_marker(target: Path, name: str) -> None:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise DataError(f"{path} is missing: {_fix(target, name)}") from None
+            raise _changed(target, name, f"{path} is missing") from None
         if (st.st_size, st.st_mtime_ns) != (size, mtime_ns) and _sha256(path) != digest:
-            raise DataError(f"{path} is corrupted (SHA-256 differs from when it was verified): "
-                            f"{_fix(target, name)}")
+            raise _changed(target, name, f"{path} is corrupted (SHA-256 differs from when it was verified)")
 
 
 def _from_mirror(name: str, mirror: Path, dest: Path, progress: bool) -> None:
@@ -175,7 +236,9 @@ def _from_mirror(name: str, mirror: Path, dest: Path, progress: bool) -> None:
         if not path.is_file():
             raise DataError(f"{path} not found: check ECGLIB_MIRROR (a folder holding mitdb.tar.xz, "
                             f"cinc2017.tar.xz and SHA256SUMS), or unset it to download from PhysioNet")
-    expected = _parse_sums(sums_file.read_text()).get(archive.name)
+    sums = _parse_sums(sums_file.read_text(errors="replace"), sums_file,
+                       "fix or replace it (check ECGLIB_MIRROR), or unset ECGLIB_MIRROR to download from PhysioNet")
+    expected = sums.get(archive.name)
     if expected is None:
         raise DataError(f"{sums_file} has no line for {archive.name}: check ECGLIB_MIRROR")
     if _sha256(archive) != expected:
@@ -189,18 +252,22 @@ def _from_mirror(name: str, mirror: Path, dest: Path, progress: bool) -> None:
 def safe_extract(archive: Path, dest: Path, progress: bool = True) -> None:
     """Extract a tar archive, refusing links, special files and paths that would leave dest."""
     dest = Path(dest).resolve()
-    with tarfile.open(archive) as tar:
-        # Iterating reads the archive once; a refused member aborts with what came before it
-        # left in dest, which callers extract into a temporary folder anyway.
-        for member in tqdm(tar, desc=f"extracting {Path(archive).name}", unit="file", disable=not progress):
-            if member.issym() or member.islnk():
-                raise DataError(f"refusing to extract {archive}: member {member.name!r} is a link")
-            if not (member.isfile() or member.isdir()):
-                raise DataError(f"refusing to extract {archive}: member {member.name!r} is not a file or folder")
-            out = (dest / member.name).resolve()
-            if os.path.isabs(member.name) or (out != dest and dest not in out.parents):
-                raise DataError(f"refusing to extract {archive}: member {member.name!r} would land outside {dest}")
-            tar.extract(member, dest, filter="data")
+    try:
+        with tarfile.open(archive) as tar:
+            # Iterating reads the archive once; a refused member aborts with what came before it
+            # left in dest, which callers extract into a temporary folder anyway.
+            for member in tqdm(tar, desc=f"extracting {Path(archive).name}", unit="file", disable=not progress):
+                if member.issym() or member.islnk():
+                    raise DataError(f"refusing to extract {archive}: member {member.name!r} is a link")
+                if not (member.isfile() or member.isdir()):
+                    raise DataError(f"refusing to extract {archive}: member {member.name!r} is not a file or folder")
+                out = (dest / member.name).resolve()
+                if os.path.isabs(member.name) or (out != dest and dest not in out.parents):
+                    raise DataError(f"refusing to extract {archive}: member {member.name!r} would land outside {dest}")
+                tar.extract(member, dest, filter="data")
+    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as e:
+        raise DataError(f"{archive} is truncated or not a tar archive ({type(e).__name__}: {e}): "
+                        f"replace it with a complete copy (check ECGLIB_MIRROR)") from None
 
 
 def _download(url: str) -> bytes:
@@ -227,7 +294,8 @@ _KEEP = {
 def _from_physionet(name: str, dest: Path, progress: bool) -> None:
     """Download the files PhysioNet's SHA256SUMS.txt lists that we keep, flat into dest, checking each."""
     base = _physionet_url().rstrip("/") + "/" + DATABASES[name] + "/"
-    sums = _parse_sums(_download(base + "SHA256SUMS.txt").decode())
+    sums = _parse_sums(_download(base + "SHA256SUMS.txt").decode(errors="replace"), f"{base}SHA256SUMS.txt",
+                       "try again later, check ECGLIB_PHYSIONET_URL or set ECGLIB_MIRROR")
     keep = [rel for rel in sums if _KEEP[name].fullmatch(rel)]
     if not any(rel.endswith("RECORDS") for rel in keep):
         raise DataError(f"{base}SHA256SUMS.txt lists no RECORDS file: check ECGLIB_PHYSIONET_URL")
@@ -259,20 +327,42 @@ _MEMO: dict[str, dict[str, np.ndarray]] = {}
 def _cached(kind: str, params: dict, build) -> dict[str, np.ndarray]:
     """Arrays from build(), memoised in-process and on disk under a hash of what made them."""
     spec = json.dumps({"kind": kind, "format": FORMAT_VERSION, **params}, sort_keys=True)
-    path = data_root() / "cache" / f"{kind}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.npz"
+    path = cache_root() / f"{kind}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.npz"
     key = str(path.resolve())
     if key not in _MEMO:
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        else:
+        arrays = _read_cache(path)
+        if arrays is None:
             arrays = build()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
-                np.savez(f, **arrays)
-            os.replace(f.name, path)
+            _write_cache(path, arrays)
         _MEMO[key] = arrays
     return _MEMO[key]
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache entry; None if it is absent, or corrupt (then it is deleted, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, KeyError, zlib.error) as e:
+        warnings.warn(f"{path} is corrupt ({type(e).__name__}: {e}); deleting it and rebuilding the entry",
+                      stacklevel=4)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with files.atomic_write(path, "wb") as f:
+            np.savez(f, **arrays)
+    except OSError as e:
+        if e.errno not in files.DISK_ERRORS:
+            raise
+        # The arrays are in hand: go on without the disk copy, but say why every run rebuilds them.
+        warnings.warn(files.cannot_write(path.parent, e, "ECGLIB_CACHE") + "; continuing without the "
+                      "on-disk cache (arrays are rebuilt in every process)", stacklevel=4)
 
 
 def _database_id(folder: Path) -> str:

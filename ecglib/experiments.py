@@ -12,6 +12,7 @@ a chapter executed again with the same parameters trains nothing.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -21,6 +22,7 @@ import platform
 import subprocess
 import tempfile
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
@@ -31,6 +33,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import ecglib
+from ecglib import files
 
 STORE_FORMAT = 2    # bump when a record's meaning changes: every key changes with it
 # 2: the training protocol (plateau schedule, early stopping on the scored classes, forget-gate bias 1, readout
@@ -406,7 +409,7 @@ def git_commit() -> str:
     """HEAD of the checkout ecglib runs from, with "-dirty" when tracked code differs from it.
 
     The results store lives in the tree, so it does not count as a change to the code."""
-    root = Path(__file__).resolve().parent.parent
+    root = files.ROOT
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -547,26 +550,85 @@ PROBES = {
 
 # ---------------------------------------------------------------- the store
 
+class StoreError(RuntimeError):
+    """The results store cannot be written; the message names the path and the fix."""
+
+
 def store_dir(store=None) -> Path:
-    return Path(store or os.environ.get("ECGLIB_RESULTS", "results"))
+    """`store` if given, else ECGLIB_RESULTS, else the project's results/ folder."""
+    return Path(store) if store else files.results_root()
+
+
+def _writable(d: Path) -> None:
+    """Fail before training, not after it, when the store cannot take a record (or its run locks)."""
+    try:
+        files.hidden_dir(d, ".locks")
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        if e.errno in files.DISK_ERRORS:
+            raise StoreError(files.cannot_write(d, OSError(e.errno, e.strerror), "ECGLIB_RESULTS")) from None
+        raise
+
+
+def describe_store(store=None) -> str:
+    """Which store is in use and how many runs it holds, for the command line."""
+    d = store_dir(store)
+    n = sum(1 for _ in d.glob("*.json")) if d.is_dir() else 0
+    return f"results store: {d} ({n} run{'' if n == 1 else 's'}{'' if d.is_dir() else '; not created yet'})"
 
 
 def write_record(record: dict, store=None) -> Path:
-    """Atomically: a reader (or a second writer) never sees half a file."""
+    """Atomically: a reader (or a second writer) never sees half a file. Mode as the umask says:
+    the store is meant to be shared and committed."""
     d = store_dir(store)
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{record['key']}.", suffix=".tmp")
+    path = d / f"{record['key']}.json"
     try:
-        with os.fdopen(fd, "w") as f:
+        d.mkdir(parents=True, exist_ok=True)
+        with files.atomic_write(path) as f:
             json.dump(record, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)    # mkstemp makes it private; the store is meant to be shared and committed
-        os.replace(tmp, d / f"{record['key']}.json")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except OSError as e:
+        if e.errno in files.DISK_ERRORS:
+            raise StoreError(files.cannot_write(path, e, "ECGLIB_RESULTS")) from None
         raise
-    return d / f"{record['key']}.json"
+    return path
+
+
+_RECORD_KEYS = ("key", "config", "status", "train", "val", "test", "provenance")
+
+
+def read_record(path: Path) -> dict | None:
+    """The run stored at `path`; None if absent or not a run of this code's format. A file that is
+    not valid JSON, or a run missing fields, is moved to <store>/.quarantine/ with a warning and
+    counts as absent, so the next sweep trains that run again and nothing else breaks."""
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:   # JSONDecodeError and UnicodeDecodeError
+        return _quarantine(path, f"not valid JSON ({e})")
+    # Other JSON beside the runs (or runs of an older format) are not runs of this code.
+    if not isinstance(record, dict) or record.get("format") != STORE_FORMAT:
+        return None
+    missing = [k for k in _RECORD_KEYS if k not in record]
+    if missing:
+        return _quarantine(path, f"a run without {missing}")
+    return record
+
+
+def _quarantine(path: Path, why: str) -> None:
+    try:
+        dest = files.hidden_dir(path.parent, ".quarantine") / f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+        os.replace(path, dest)
+    except FileNotFoundError:   # another reader moved it first
+        return None
+    except OSError as e:        # a read-only store: leave it, but say so
+        warnings.warn(f"{path} is corrupt: {why}; it counts as missing but could not be moved aside ({e})",
+                      stacklevel=3)
+        return None
+    warnings.warn(f"{path} is corrupt: {why}; moved to {dest}, and the run counts as missing "
+                  f"(the next sweep that needs it trains it again)", stacklevel=3)
+    return None
 
 
 def load_records(configs=None, store=None) -> list[dict]:
@@ -576,9 +638,7 @@ def load_records(configs=None, store=None) -> list[dict]:
         paths = sorted(d.glob("*.json"))
     else:
         paths = [d / f"{c.key}.json" for c in _unique(configs)]
-    records = [json.loads(p.read_text()) for p in paths if p.exists()]
-    # Other JSON beside the runs (or runs of an older format) are not runs of this code.
-    return [r for r in records if isinstance(r, dict) and r.get("format") == STORE_FORMAT]
+    return [r for r in map(read_record, paths) if r is not None]
 
 
 _METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1", "score")]
@@ -626,9 +686,10 @@ def _unique(configs) -> list[RunConfig]:
 def _worker_env() -> dict:
     """Settings a worker must see as the driver does, with paths made absolute (workers may run elsewhere)."""
     env = {k: os.environ[k] for k in ("ECGLIB_DEVICE", "ECGLIB_PHYSIONET_URL") if k in os.environ}
-    env["ECGLIB_DATA"] = str(Path(os.environ.get("ECGLIB_DATA", "data")).resolve())
-    if "ECGLIB_MIRROR" in os.environ:
-        env["ECGLIB_MIRROR"] = str(Path(os.environ["ECGLIB_MIRROR"]).resolve())
+    env["ECGLIB_DATA"] = str(files.data_root())
+    for k in ("ECGLIB_MIRROR", "ECGLIB_CACHE"):
+        if os.environ.get(k):
+            env[k] = str(Path(os.environ[k]).expanduser().resolve())
     return env
 
 
@@ -640,30 +701,78 @@ def _execute_with(config: RunConfig, env: dict, threads: int | None = None) -> d
     return execute(config)
 
 
+def check_executor(executor: str) -> None:
+    """A ValueError naming the executor and the fix, before anything runs."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError("the ray executor needs Ray, which is not installed: pip install -e '.[ray]', "
+                         "or use the local or process executor")
+
+
 def run_sweep(configs, executor: str = "local", fresh: bool = False, store=None, progress: bool = True,
               workers: int | None = None) -> pd.DataFrame:
     """Train the runs the store lacks (all of them with `fresh`), store each as it finishes, return
-    load_runs(configs). `workers` sets the process pool's size (default: one per CPU core)."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    load_runs(configs). `workers` sets the process pool's size (default: one per CPU core).
+
+    Sweeps running at once (two chapters, two users of one store) train each run once: a run is
+    trained under a lock on its key (<store>/.locks/<key>.lock); a sweep that finds a run locked
+    trains its other runs first, then waits for the lock and reads what the holder stored (or
+    trains the run itself if the holder died before storing it)."""
+    check_executor(executor)
     configs = _unique(configs)
     d = store_dir(store)
-    todo = [c for c in configs if fresh or not (d / f"{c.key}.json").exists()]
+    stored = {r["key"] for r in load_records(configs, d)}
+    todo = [c for c in configs if fresh or c.key not in stored]
+    if todo:
+        _writable(d)
+    run = {"local": _run_local, "process": _run_process, "ray": _run_ray}[executor]
+    locks = {}
+
+    def lock(c: RunConfig, block: bool) -> bool:
+        locks[c.key] = files.FileLock(d / ".locks" / f"{c.key}.lock")
+        return locks[c.key].acquire(block)
+
+    def finish(record: dict) -> None:
+        write_record(record, d)
+        locks.pop(record["key"]).release()
+        bar.update()
+
     # stderr, like train's bars, so a chapter can hide both with one `remove-stderr` tag
     with tqdm(total=len(configs), initial=len(configs) - len(todo), desc="runs", unit="run",
               disable=not (progress and todo)) as bar:
-        if todo:
-            {"local": _run_local, "process": _run_process, "ray": _run_ray}[executor](todo, d, bar, workers)
+        try:
+            mine = [c for c in todo if lock(c, block=False)]
+            # Re-read under the lock: a run another sweep stored after we looked is not trained again.
+            fresh_keys = {c.key for c in mine} if fresh else set()
+            ours = [c for c in mine if c.key in fresh_keys or read_record(d / f"{c.key}.json") is None]
+            for c in mine:
+                if c not in ours:
+                    locks.pop(c.key).release()
+                    bar.update()
+            if ours:
+                run(ours, finish, workers)
+            for c in todo:
+                if c in mine:
+                    continue
+                lock(c, block=True)     # another sweep is training it: wait until it is done
+                if read_record(d / f"{c.key}.json") is None:
+                    run([c], finish, workers)       # it stopped before storing the run
+                else:
+                    locks.pop(c.key).release()
+                    bar.update()
+        finally:
+            for held in locks.values():
+                held.release()
     return load_runs(configs, store)
 
 
-def _run_local(todo, store, bar, workers):
+def _run_local(todo, finish, workers):
     for c in todo:
-        write_record(execute(c), store)
-        bar.update()
+        finish(execute(c))
 
 
-def _run_process(todo, store, bar, workers):
+def _run_process(todo, finish, workers):
     n = min(len(todo), workers or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // n)   # n workers share the cores instead of oversubscribing
     env = _worker_env()
@@ -672,19 +781,15 @@ def _run_process(todo, store, bar, workers):
         futures = [pool.submit(_execute_with, c, env, threads) for c in todo]
         try:
             for f in as_completed(futures):
-                write_record(f.result(), store)
-                bar.update()
+                finish(f.result())
         except BaseException:
             for f in futures:
                 f.cancel()
             raise
 
 
-def _run_ray(todo, store, bar, workers):
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("the ray executor needs Ray: pip install -e '.[ray]'") from None
+def _run_ray(todo, finish, workers):
+    import ray   # check_executor made sure it is there
     if not ray.is_initialized():
         try:
             ray.init(address="auto")        # a running cluster (ray start / RAY_ADDRESS)
@@ -698,8 +803,7 @@ def _run_ray(todo, store, bar, workers):
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                write_record(ray.get(ref), store)
-                bar.update()
+                finish(ray.get(ref))
     except BaseException:
         for ref in pending:
             ray.cancel(ref)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
+
+from ecglib import files
 
 from .verdicts import VERDICTS, Judgement
 
@@ -40,6 +41,7 @@ CLAIM_CHAPTERS = {
     "C5": ["overfitting"], "C6": ["overfitting"], "C7": ["features"], "C8": ["depth"], "C9": ["overfitting"],
     "C10": ["features"], "C11": ["features"], "C12": ["hybrids"], "C13": ["depth"],
 }
+PUBLISHED_DIGITS = 6   # significant digits of value, low, high in the saved ledger
 _BOX = {"supported": "tip", "refuted": "danger", "depends": "warning", "inconclusive": "note"}
 
 
@@ -81,7 +83,7 @@ def fmt_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
 
 
 def ledger_dir() -> Path:
-    return Path(os.environ.get("ECGLIB_RESULTS", "results")) / "ledger"
+    return files.results_root() / "ledger"
 
 
 def show(verdicts: list[Verdict]) -> None:
@@ -96,14 +98,20 @@ def show(verdicts: list[Verdict]) -> None:
         ))
 
 
+def _published(x: float) -> float:
+    """A number as the ledger keeps it: 6 significant digits. The last bits of a float depend on
+    summation order and threads, and a published file must not change when nothing did."""
+    return x if x is None or not math.isfinite(x) else float(f"{x:.{PUBLISHED_DIGITS}g}")
+
+
 def save(chapter: str, verdicts: list[Verdict]) -> Path:
-    """Write the chapter's verdicts atomically; the conclusions chapter reads them all."""
+    """Write the chapter's verdicts atomically, numbers rounded; the conclusions chapter reads them all."""
     d = ledger_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{chapter}.json"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps([asdict(v) for v in verdicts], indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    rows = [{**asdict(v), **{k: _published(getattr(v, k)) for k in ("value", "low", "high")}} for v in verdicts]
+    with files.atomic_write(path) as f:
+        json.dump(rows, f, indent=1, allow_nan=True)
     return path
 
 

@@ -115,7 +115,16 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("ECGLIB_DATA", str(root))
     monkeypatch.delenv("ECGLIB_MIRROR", raising=False)
     monkeypatch.delenv("ECGLIB_PHYSIONET_URL", raising=False)
+    monkeypatch.delenv("ECGLIB_CACHE", raising=False)
     return root
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """An empty, isolated results store (ECGLIB_RESULTS)."""
+    path = tmp_path / "results"
+    monkeypatch.setenv("ECGLIB_RESULTS", str(path))
+    return path
 
 
 @pytest.fixture

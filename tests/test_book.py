@@ -98,6 +98,50 @@ def test_a_failing_chapter_names_its_cell_and_error(tiny_book):
     with pytest.raises(book.ChapterError, match=r"chapter 'echo' failed at In\[3\]: ZeroDivisionError") as e:
         book.build("default", chapters=["echo"], render=False, root=tiny_book)
     assert "y = x / 0" in str(e.value)
+    # kept for inspection under a name no build takes for a finished chapter: the next one runs it again
+    assert str(tiny_book / "_executed" / "echo.partial.ipynb") in str(e.value)
+    assert not (tiny_book / "_executed" / "echo.ipynb").exists()
+    run, _ = book._plan(tiny_book, "default", ["plot"], None, None, False, True)
+    assert run == ["plot", "echo"]
+
+
+def test_overrides_reach_only_the_selected_chapters(tiny_book):
+    (tiny_book / "chapters" / "echo.md").write_text(chapter("Echo", "n = 3\ndepths = [1, 2]\nlabel = 'x'", "n"))
+    run, params = book._plan(tiny_book, "smoke", ["echo"], {"n": "5"}, None, False, True)
+    assert run == ["plot", "echo"]              # plot was never executed, so it runs to complete the book ...
+    assert params["echo"]["n"] == 5 and params["plot"]["n"] == 2   # ... with its profile, not the override
+
+
+def test_overrides_are_checked_against_the_parameter_defaults(tiny_book):
+    cases = [
+        ({"n": "2.5"}, r"^-p n '2.5': n of chapter plot must be an integer \(its default is 3\), got 2.5$"),
+        ({"n": "true"}, r"n of chapter plot must be an integer"),
+        ({"depths": "3"}, r"-p depths '3': depths of chapter echo must be a non-empty list of integers >= 1 "
+                          r"\(its default is \[1, 2\]\), got 3"),
+        ({"depths": "[1, 0]"}, r"must be a non-empty list of integers >= 1"),
+        ({"depths": "[]"}, r"must be a non-empty list of integers >= 1"),
+        ({"label": "[1]"}, r"label of chapter echo must be a string"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ValueError, match=message):
+            book.build("smoke", overrides=overrides, render=False, root=tiny_book)
+    (tiny_book / "params" / "smoke.yml").write_text("plot: {n: many}\n")
+    with pytest.raises(ValueError, match=r"params/smoke.yml, section plot: n of chapter plot must be an integer"):
+        book.build("smoke", render=False, root=tiny_book)
+    assert not (tiny_book / "_executed").exists()        # nothing ran
+    run, params = book._plan(tiny_book, "default", None, {"n": "7", "depths": "[4, 8]"}, None, False, False)
+    assert params["plot"]["n"] == 7 and params["echo"]["depths"] == [4, 8]
+
+
+def test_real_chapter_parameters_are_checked():
+    for profile in book.profiles():             # every shipped profile passes its own checks
+        book._plan(book.ROOT, profile, None, None, None, False, True)
+    run, params = book._plan(book.ROOT, "smoke", ["depth"], {"seeds": "5"}, None, False, False)
+    assert run == ["depth"] and params["depth"]["seeds"] == 5
+    _, params = book._plan(book.ROOT, "smoke", ["hybrids"], {"lr": "1e-3"}, None, False, False)
+    assert params["hybrids"]["lr"] == 0.001     # YAML 1.1 reads 1e-3 as a string; the default says number
+    with pytest.raises(ValueError, match=r"seeds of chapter features must be a non-empty list of integers >= 0"):
+        book._plan(book.ROOT, "smoke", ["features"], {"seeds": "5"}, None, False, False)
 
 
 def html_images(html: Path) -> list[str]:

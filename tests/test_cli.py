@@ -20,6 +20,10 @@ def cli(*args, env=None):
     (["--chapter", "nope"], r"error: unknown chapter\(s\) 'nope'; valid chapters: "),
     (["-p", "nope", "1"], r"error: unknown parameter\(s\) 'nope' for chapter\(s\) .*; valid parameters: "),
     (["--profile", "nope"], r"error: unknown profile 'nope'; valid profiles: default, full, smoke"),
+    (["--chapter", "depth", "-p", "seeds", "-1"], r"error: -p seeds '-1': seeds of chapter depth must be an integer >= 1"),
+    (["--chapter", "depth", "-p", "seeds", "notalist"], r"error: -p seeds 'notalist': seeds of chapter depth must be an "
+                                                        r"integer >= 1 \(its default is 3\), got 'notalist'"),
+    (["--chapter", "depth", "-p", "seeds", "2.5"], r"error: -p seeds '2.5': seeds of chapter depth must be an integer"),
 ])
 def test_build_rejects_bad_input_before_anything_runs(args, message):
     runtimes = book.ROOT / "_executed" / "runtimes.json"

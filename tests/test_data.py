@@ -32,7 +32,7 @@ def test_fetch_from_mirror_is_verified_and_idempotent(tiny_data):
     path = data.fetch("mitdb", progress=False)
     assert path == tiny_data.root / "mitdb"
     assert (path / "114.dat").is_file() and (path / data.MARKER).is_file()
-    assert not [p for p in tiny_data.root.iterdir() if p.name.startswith(".")]   # temp folder cleaned up
+    assert not [p for p in tiny_data.root.iterdir() if p.name.startswith(".") and p.is_dir()]   # temp folder cleaned up
     t0 = time.perf_counter()
     assert data.fetch("mitdb", progress=False) == path
     assert time.perf_counter() - t0 < 0.5

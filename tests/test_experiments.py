@@ -13,13 +13,6 @@ TINY = {"dataset": "synthetic", "n_train": 64, "length": 160, "width": 8, "epoch
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    path = tmp_path / "results"
-    monkeypatch.setenv("ECGLIB_RESULTS", str(path))
-    return path
-
-
-@pytest.fixture
 def count_trainings(monkeypatch):
     """Counts calls of the training loop (which still runs)."""
     calls = []
@@ -31,6 +24,11 @@ def count_trainings(monkeypatch):
 
     monkeypatch.setattr(train_module, "train", counting)
     return calls
+
+
+def stored(store) -> list[str]:
+    """Every file in the store but the run locks' folder: runs, and any temporary file left behind."""
+    return sorted(p.name for p in store.iterdir() if p.name != ".locks")
 
 
 # ---------------------------------------------------------------- RunConfig and sweep
@@ -179,7 +177,7 @@ def test_real_data_wiring(tiny_data, store):
 def test_stored_runs_are_not_retrained(store, monkeypatch):
     configs = ex.sweep(TINY, family=["cnn", "gru"])
     first = ex.run_sweep(configs, progress=False)
-    assert sorted(p.name for p in store.iterdir()) == sorted(f"{c.key}.json" for c in configs)
+    assert stored(store) == sorted(f"{c.key}.json" for c in configs)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a stored run was trained again")
@@ -204,7 +202,7 @@ def test_an_interrupted_sweep_keeps_finished_runs_and_resumes(store, monkeypatch
     monkeypatch.setattr(ex, "execute", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         ex.run_sweep(configs, progress=False)
-    assert sorted(p.name for p in store.iterdir()) == sorted(f"{c.key}.json" for c in configs[:2])
+    assert stored(store) == sorted(f"{c.key}.json" for c in configs[:2])
     monkeypatch.setattr(ex, "execute", real)
     count_trainings.clear()
     df = ex.run_sweep(configs, progress=False)
