@@ -574,8 +574,11 @@ def _writable(d: Path) -> None:
 def describe_store(store=None) -> str:
     """Which store is in use and how many runs it holds, for the command line."""
     d = store_dir(store)
-    n = sum(1 for _ in d.glob("*.json")) if d.is_dir() else 0
-    return f"results store: {d} ({n} run{'' if n == 1 else 's'}{'' if d.is_dir() else '; not created yet'})"
+    if not d.is_dir():
+        return f"results store: {d} (0 runs; not created yet)"
+    n, files_ = len(load_records(store=d)), sum(1 for _ in d.glob("*.json"))
+    older = f"; {files_ - n} record(s) of an older store format, ignored" if files_ > n else ""
+    return f"results store: {d} ({n} run{'' if n == 1 else 's'}{older})"
 
 
 def write_record(record: dict, store=None) -> Path:
@@ -594,7 +597,8 @@ def write_record(record: dict, store=None) -> Path:
     return path
 
 
-_RECORD_KEYS = ("key", "config", "status", "train", "val", "test", "provenance")
+_RECORD_KEYS = ("key", "config", "status", "diverged_epoch", "best_epoch", "converged", "collapsed", "n_params",
+                "receptive_field", "train", "val", "test", "provenance")
 
 
 def read_record(path: Path) -> dict | None:
