@@ -194,3 +194,8 @@ def test_c11_never_refutes_on_the_sign_of_the_mean(mit, verdict):
                            "high": 0.4, "n": 3}])
     j = fe.c11(gates)
     assert j.verdict == verdict and j.mean == mit[0]
+
+
+def test_c4_with_one_seed_decides_nothing():
+    v, _ = ev.c4(table(SPEC, seeds=[0]), ["cnn"], ["lstm"])
+    assert v.verdict == "inconclusive" and "a verdict needs at least 3" in v.reason

@@ -14,7 +14,7 @@ import torch
 from .. import experiments, models, stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
-from ..verdicts import Judgement, all_of, combine, judge, margin, not_worse
+from ..verdicts import MIN_RUNS, Judgement, all_of, combine, judge, margin, not_worse
 from . import DATASETS, keys
 
 
@@ -172,6 +172,9 @@ def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verd
         best[name] = {**b, "sufficient": suff, "d_conv": d_conv, "d_rnn": d_rnn}
         if np.isinf(d_conv) or np.isinf(d_rnn):
             less = Judgement("inconclusive", "a family group has no finished run to choose a depth from")
+        elif b["diff"]["n"] < MIN_RUNS:
+            less = Judgement("inconclusive", f"sufficient depths chosen from {int(b['diff']['n'])} seed(s); "
+                                             f"a verdict needs at least {MIN_RUNS}")
         elif d_rnn < d_conv:
             less = Judgement("supported", f"smallest sufficient depth {d_rnn:g} (recurrent) < {d_conv:g} (conv)")
         else:
