@@ -93,6 +93,16 @@ def test_build_executes_chapters_with_profile_and_overrides(tiny_book, capsys):
     assert got["executor"] == "local" and got["depths"] == [1, 2]
 
 
+def test_dry_run_prints_the_plan_and_executes_nothing(tiny_book, capsys):
+    out = book.build("smoke", chapters=["echo"], overrides={"depths": "[4]"}, dry_run=True, root=tiny_book)
+    assert out == tiny_book / "_executed" and not out.exists()
+    lines = capsys.readouterr().out.splitlines()
+    # a never-executed chapter would run too, so the book renders whole
+    assert lines[0] == "plot: n=2, profile='smoke', executor='local', fresh=False"
+    assert lines[1].startswith("echo: label='smoke', depths=[4], ")
+    assert lines[2] == "dry run: would execute 2 chapter(s) and render the book"
+
+
 def test_a_failing_chapter_names_its_cell_and_error(tiny_book):
     (tiny_book / "chapters" / "echo.md").write_text(chapter("Echo", "", "x = 1\ny = x / 0"))
     with pytest.raises(book.ChapterError, match=r"chapter 'echo' failed at In\[3\]: ZeroDivisionError") as e:
