@@ -35,14 +35,14 @@ WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
 
 # Waits for MathJax (when the page loads it) to typeset, then reads the page. Raw TeX is looked for in
 # the text a reader sees: code and typeset math are skipped.
-CHECK_PAGE = """async () => {
+CHECK_PAGE = r"""async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
     n.parentElement.closest('pre, code, script, style, mjx-container, .highlight') ? NodeFilter.FILTER_REJECT
                                                                                      : NodeFilter.FILTER_ACCEPT});
   const rawTex = [];
   for (let n; (n = walker.nextNode());) {
-    const m = n.textContent.match(/\\[()\[\]]|\$\$|\\(begin|frac|sum|cdot)\b/);
+    const m = n.textContent.match(/\\[()[\]]|\$\$|\\(begin|frac|sum|cdot)\b/);
     if (m) rawTex.push(n.textContent.trim().slice(0, 80));
   }
   return {
