@@ -159,3 +159,19 @@ def test_smoke_book_records_chapter_runtimes(smoke_book):
     runtimes = json.loads((smoke_book / "_executed" / "runtimes.json").read_text())
     assert set(book.notebook_chapters(smoke_book)) <= set(runtimes)
     assert all(r["profile"] == "smoke" for r in runtimes.values())
+
+
+@pytest.mark.book
+@pytest.mark.realdata
+def test_smoke_book_publishes_the_ledger_as_data(smoke_book):
+    import pandas as pd
+
+    html = smoke_book / "_build" / "html"
+    table = pd.read_csv(html / "ledger.csv")
+    doc = json.loads((html / "ledger.json").read_text())
+    assert len(table) > 0 and len(doc["verdicts"]) == len(table)
+    assert {"claim", "verdict", "effect", "value", "low", "high", "runs", "n_runs", "code_version",
+            "profile"} <= set(table.columns)
+    assert set(table["claim"]) <= {f"C{i}" for i in range(1, 14)} and set(table["profile"]) == {"smoke"}
+    assert table["code_version"].notna().all() and "missing from the store" not in " ".join(table["code_version"])
+    assert [v["claim"] for v in doc["verdicts"]] == list(table["claim"])
