@@ -15,6 +15,8 @@ def test_every_family_has_its_own_colour_blind_safe_colour():
     safe = [tuple(c) for c in sns.color_palette("colorblind")]
     grey = safe[7]     # kept for signals and reference lines
     assert all(c in safe and c != grey for c in colours)
+    plots.theme()       # hues that are not families (splits, classes) get the same palette
+    assert [tuple(c) for c in sns.color_palette()] == safe
 
 
 def test_shared_legend_sits_below_every_panel_with_each_label_once():
