@@ -2,8 +2,10 @@
 # Both create .venv and install the project into it on first use.
 #   make book PROFILE=smoke          a 10-minute book (CI size)
 #   make book PROFILE=full           publication size (meant for a GPU)
+#   make book BUILD_FLAGS=--dry-run  any further `python -m ecglib build` flags
 PYTHON ?= python3
 PROFILE ?= default
+BUILD_FLAGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -20,7 +22,7 @@ data: $(STAMP)
 	$(PY) -m ecglib fetch all
 
 book: data
-	$(PY) -m ecglib build --profile $(PROFILE)
+	$(PY) -m ecglib build --profile $(PROFILE) $(BUILD_FLAGS)
 	@echo "Open _build/html/index.html"
 
 test: $(STAMP)

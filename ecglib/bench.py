@@ -108,7 +108,7 @@ def run(device=None, steps=None, repeats=None) -> list[dict]:
 
 
 def main(args) -> int:
-    rows = run(device=args.device, steps=args.steps)
+    rows = run(device=args.device, steps=args.steps, repeats=getattr(args, "repeats", None))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -271,14 +271,28 @@ def render_book(root=ROOT) -> Path:
     return root / "_build" / "html" / "index.html"
 
 
+def export_ledger(html: Path, runtimes_path: Path) -> list[Path]:
+    """The claims ledger as CSV and JSON beside the rendered book, each verdict with its chapter's profile."""
+    from ecglib import ledger
+
+    runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
+    return ledger.export(html, profiles={name: r["profile"] for name, r in runtimes.items()})
+
+
 def build(profile: str = "default", chapters=None, overrides=None, executor=None, fresh: bool = False,
-          render: bool = True, root=None) -> Path:
+          render: bool = True, root=None, dry_run: bool = False) -> Path:
     """Execute the chapters (all, or `chapters`) with `profile` + `overrides`, then render the book.
 
     `overrides` maps parameter names to values; strings are read as YAML ("5" -> 5, "[1,2]" -> a list).
-    Returns the book's index.html (or the _executed folder when render=False)."""
+    `dry_run` validates everything and prints what would execute, with which parameters, and stops.
+    Returns the book's index.html (or the _executed folder when render=False or dry_run)."""
     root = Path(root or ROOT).resolve()
     run, params = _plan(root, profile, chapters, overrides, executor, fresh, render)
+    if dry_run:
+        for name in run:
+            print(f"{name}: " + ", ".join(f"{k}={v!r}" for k, v in params[name].items()), flush=True)
+        print(f"dry run: would execute {len(run)} chapter(s)" + (" and render the book" if render else ""))
+        return root / "_executed"
     _absolute_settings()
     print(describe_store(), flush=True)
     runtimes_path = root / "_executed" / "runtimes.json"
@@ -294,6 +308,7 @@ def build(profile: str = "default", chapters=None, overrides=None, executor=None
         return root / "_executed"
     print("rendering with jupyter-book ...", flush=True)
     index = render_book(root)
+    export_ledger(index.parent, runtimes_path)
     print(f"book: {index}", flush=True)
     return index
 

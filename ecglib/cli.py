@@ -48,6 +48,7 @@ def _build(args) -> int:
         executor=args.executor,
         fresh=args.fresh,
         render=not args.no_render,
+        dry_run=args.dry_run,
     )
     return 0
 
@@ -85,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default=None, help="cuda, mps or cpu (default: auto)")
     b.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
+    b.add_argument("--repeats", type=int, default=None, help="measurements per loop and model (best one kept)")
     b.set_defaults(func=_bench)
 
     bu = sub.add_parser("build", help="execute chapters with papermill, then render the book")
@@ -95,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
     bu.add_argument("--executor", default=None, choices=["local", "process", "ray"])
     bu.add_argument("--fresh", action="store_true", help="retrain even runs already in the store")
     bu.add_argument("--no-render", action="store_true", help="execute chapters only")
+    bu.add_argument("--dry-run", action="store_true",
+                    help="validate, print which chapters would execute with which parameters, and stop")
     bu.set_defaults(func=_build)
 
     r = sub.add_parser("runs", help="list stored runs with their metrics")

@@ -115,6 +115,45 @@ def save(chapter: str, verdicts: list[Verdict]) -> Path:
     return path
 
 
+def export(dest, profiles: dict | None = None, store=None) -> list[Path]:
+    """Write the ledger as data beside the rendered book: dest/ledger.csv and dest/ledger.json.
+
+    One row per verdict with its provenance, so a report can cite a verdict: the store keys of the
+    runs behind it, the commit(s) of the code that trained them (the book's own commit for verdicts
+    computed without training) and the profile its chapter ran with (`profiles`: chapter -> name).
+    Columns a chapter's verdicts do not carry (e.g. margin, reason) are left out, never invented."""
+    from ecglib import __version__, experiments
+
+    dest = Path(dest)
+    df = load()
+    book_commit = experiments.git_commit()
+    store_dir = experiments.store_dir(store)
+
+    def commits(keys: list[str]) -> str:
+        found = set()
+        for key in keys:
+            path = store_dir / f"{key}.json"
+            if path.exists():
+                found.add(json.loads(path.read_text()).get("provenance", {}).get("commit", "unknown"))
+            else:
+                found.add("missing from the store")
+        return " ".join(sorted(found)) if keys else book_commit
+
+    first = [c for c in ("claim", "chapter", "verdict", "effect", "value", "low", "high", "margin", "reason")
+             if c in df.columns]
+    df = df[first + [c for c in df.columns if c not in first and c != "runs"]].assign(
+        n_runs=df["runs"].map(len), runs=df["runs"],
+        code_version=df["runs"].map(commits),
+        profile=df["chapter"].map(profiles or {}))
+    # pandas writes NaN as null in JSON and as an empty field in CSV
+    df.assign(runs=df["runs"].map(" ".join)).to_csv(dest / "ledger.csv", index=False)
+    meta = {"generated_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+            "book_commit": book_commit, "ecglib": __version__, "columns": list(df.columns)}
+    verdicts = json.loads(df.to_json(orient="records", double_precision=15))
+    (dest / "ledger.json").write_text(json.dumps({**meta, "verdicts": verdicts}, indent=1) + "\n")
+    return [dest / "ledger.csv", dest / "ledger.json"]
+
+
 def load() -> pd.DataFrame:
     rows = []
     for p in sorted(ledger_dir().glob("*.json")):

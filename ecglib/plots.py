@@ -18,12 +18,19 @@ FAMILY_LABELS = {
     "cnn": "plain CNN", "rescnn": "residual CNN", "tcn": "dilated CNN (TCN)", "glucnn": "gated CNN (GLU)",
     "rnn": "vanilla RNN", "lstm": "LSTM", "gru": "GRU", "reslstm": "residual LSTM", "convlstm": "conv+pool → LSTM",
 }
-FAMILY_COLORS = dict(zip(FAMILY_ORDER, sns.color_palette("tab10", len(FAMILY_ORDER))))
+# seaborn's colour-blind-safe palette (after Okabe and Ito): cool colours for the convolutional
+# families, warm ones for the recurrent; its grey is left out, kept for signals and reference lines.
+_CB = sns.color_palette("colorblind")
+FAMILY_COLORS = {
+    "cnn": _CB[0], "rescnn": _CB[9], "tcn": _CB[2], "glucnn": _CB[8],                        # blue, sky, green, yellow
+    "rnn": _CB[5], "lstm": _CB[3], "gru": _CB[1], "reslstm": _CB[6], "convlstm": _CB[4],    # brown, vermillion, orange, pink, purple
+}
 
 
 def theme() -> None:
     """The book's single plotting style: readable at HTML column width."""
-    sns.set_theme(context="notebook", style="whitegrid", font_scale=1.05)
+    # the colour-blind-safe palette for every hue that is not a family (splits, classes, ...)
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=1.05, palette="colorblind")
     plt.rcParams.update({
         "figure.figsize": (8.0, 4.5), "figure.dpi": 110, "savefig.bbox": "tight",
         "axes.titleweight": "bold", "legend.frameon": False,
@@ -46,6 +53,25 @@ def ci_lines(ax, summary: pd.DataFrame, x: str, hue: str = "family", y: str = "m
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(summary[x].unique()))
         ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+
+
+def legend(fig, axes=None, ncol: int | None = None, **kw):
+    """One legend for the whole figure, under its panels, so it covers no data and reads at phone width.
+
+    Collects the labelled artists of every axis (each label once, in order of appearance) and
+    removes the axes' own legends."""
+    axes = list(axes) if axes is not None else fig.axes
+    handles = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not handles:
+        return None
+    fig.tight_layout()
+    return fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      ncol=ncol or min(len(handles), 4), **kw)
 
 
 def provenance(runs: pd.DataFrame, profile: str) -> None:

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ecglib import bench
+from ecglib import bench, cli
 
 
 @pytest.fixture
@@ -29,10 +29,14 @@ def test_bench_json(tiny, capsys):
         assert r["ratio"] == pytest.approx(r["loop_samples_per_s"] / r["bare_samples_per_s"])
 
 
-def test_bench_table(tiny, capsys):
-    assert bench.main(SimpleNamespace(json=False, device="cpu", steps=1)) == 0
+def test_bench_table(tiny, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "bare_loop", lambda *a: calls.append(1) or 1.0)
+    args = cli.parser().parse_args(["bench", "--device", "cpu", "--steps", "1", "--repeats", "1"])
+    assert bench.main(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["model", "device"] and len(out) == 4
+    assert len(calls) == 3      # --repeats 1: one bare measurement per model
 
 
 def test_the_bare_loop_trains_like_the_loop(tiny):

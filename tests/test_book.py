@@ -93,6 +93,16 @@ def test_build_executes_chapters_with_profile_and_overrides(tiny_book, capsys):
     assert got["executor"] == "local" and got["depths"] == [1, 2]
 
 
+def test_dry_run_prints_the_plan_and_executes_nothing(tiny_book, capsys):
+    out = book.build("smoke", chapters=["echo"], overrides={"depths": "[4]"}, dry_run=True, root=tiny_book)
+    assert out == tiny_book / "_executed" and not out.exists()
+    lines = capsys.readouterr().out.splitlines()
+    # a never-executed chapter would run too, so the book renders whole
+    assert lines[0] == "plot: n=2, profile='smoke', executor='local', fresh=False"
+    assert lines[1].startswith("echo: label='smoke', depths=[4], ")
+    assert lines[2] == "dry run: would execute 2 chapter(s) and render the book"
+
+
 def test_a_failing_chapter_names_its_cell_and_error(tiny_book):
     (tiny_book / "chapters" / "echo.md").write_text(chapter("Echo", "", "x = 1\ny = x / 0"))
     with pytest.raises(book.ChapterError, match=r"chapter 'echo' failed at In\[3\]: ZeroDivisionError") as e:
@@ -193,3 +203,19 @@ def test_smoke_book_records_chapter_runtimes(smoke_book):
     runtimes = json.loads((smoke_book / "_executed" / "runtimes.json").read_text())
     assert set(book.notebook_chapters(smoke_book)) <= set(runtimes)
     assert all(r["profile"] == "smoke" for r in runtimes.values())
+
+
+@pytest.mark.book
+@pytest.mark.realdata
+def test_smoke_book_publishes_the_ledger_as_data(smoke_book):
+    import pandas as pd
+
+    html = smoke_book / "_build" / "html"
+    table = pd.read_csv(html / "ledger.csv")
+    doc = json.loads((html / "ledger.json").read_text())
+    assert len(table) > 0 and len(doc["verdicts"]) == len(table)
+    assert {"claim", "verdict", "effect", "value", "low", "high", "runs", "n_runs", "code_version",
+            "profile"} <= set(table.columns)
+    assert set(table["claim"]) <= {f"C{i}" for i in range(1, 14)} and set(table["profile"]) == {"smoke"}
+    assert table["code_version"].notna().all() and "missing from the store" not in " ".join(table["code_version"])
+    assert [v["claim"] for v in doc["verdicts"]] == list(table["claim"])

@@ -1,7 +1,10 @@
-"""The built book, loaded page by page in headless Chromium (Debian's `chromium`).
+"""The built book, loaded page by page in headless Chromium (Debian's `chromium`), as a reader would.
 
-Fails on an image that does not load, an internal link whose page or anchor is missing,
-an output cell that shows an error, or a JavaScript error on the page.
+Fails on an image that does not load, an internal link whose page or anchor is missing, an output
+cell that shows an error, a JavaScript error, math left as raw TeX, or any request that leaves the
+machine (the book must read offline: MathJax and every script, style and font are served from it).
+Every page is screenshot at a laptop width (1280 px) and a phone width (390 px) into
+_build/screenshots/<page>-<width>.png, for a person to look at.
 """
 from __future__ import annotations
 
@@ -28,13 +31,29 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 # throws this on load. It is the theme's, harmless to the content, and would otherwise fail every page.
 KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 
-CHECK_PAGE = """() => ({
-  badImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 120)),
-  links: [...document.querySelectorAll('a[href]')].map(a => a.href),
-  ids: [...document.querySelectorAll('[id]')].map(e => e.id),
-  errors: [...document.querySelectorAll('.cell_output .traceback, .cell_output .output.error')]
-            .map(e => e.textContent.slice(0, 200)),
-})"""
+WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
+
+# Waits for MathJax (when the page loads it) to typeset, then reads the page. Raw TeX is looked for in
+# the text a reader sees: code and typeset math are skipped.
+CHECK_PAGE = r"""async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+    n.parentElement.closest('pre, code, script, style, mjx-container, .highlight') ? NodeFilter.FILTER_REJECT
+                                                                                     : NodeFilter.FILTER_ACCEPT});
+  const rawTex = [];
+  for (let n; (n = walker.nextNode());) {
+    const m = n.textContent.match(/\\[()[\]]|\$\$|\\(begin|frac|sum|cdot)\b/);
+    if (m) rawTex.push(n.textContent.trim().slice(0, 80));
+  }
+  return {
+    badImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 120)),
+    links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+    ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+    errors: [...document.querySelectorAll('.cell_output .traceback, .cell_output .output.error')]
+              .map(e => e.textContent.slice(0, 200)),
+    rawTex,
+  };
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -69,28 +88,44 @@ def _evaluate(page) -> dict:
             page.wait_for_timeout(500)
 
 
+def _offsite(url: str, server: str) -> bool:
+    return urlparse(url).scheme not in ("data", "blob", "about") and urlparse(url).netloc != urlparse(server).netloc
+
+
 def test_every_page_loads_cleanly(built_book: Path, server: str):
     pages = _pages(built_book)
     assert "index.html" in pages
+    shots = built_book.parent / "screenshots"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir()
     problems, seen, links = [], {}, []
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        js_errors = []
+        page = browser.new_page(viewport=dict(zip(("width", "height"), WIDTHS["laptop"])))
+        js_errors, offsite = [], []
         page.on("pageerror", lambda e: js_errors.append(str(e)))
+        page.on("request", lambda r: offsite.append(r.url) if _offsite(r.url, server) else None)
         for rel in pages:
             url = urljoin(server, rel)
             js_errors.clear()
-            response = page.goto(url, wait_until="load")
-            if response is None or response.status != 200:
-                problems.append(f"{rel}: HTTP {response and response.status}")
-                continue
-            info = _evaluate(page)
-            seen[urldefrag(page.url)[0]] = set(info["ids"])
-            problems += [f"{rel}: image did not load: {src}" for src in info["badImages"]]
-            problems += [f"{rel}: error output: {err}" for err in info["errors"]]
-            problems += [f"{rel}: JavaScript error: {err}" for err in js_errors if err not in KNOWN_JS_ERRORS]
-            links += [(rel, href) for href in info["links"]]
+            offsite.clear()
+            for width, height in WIDTHS.values():
+                page.set_viewport_size({"width": width, "height": height})
+                response = page.goto(url, wait_until="load")
+                if response is None or response.status != 200:
+                    problems.append(f"{rel}: HTTP {response and response.status}")
+                    break
+                info = _evaluate(page)
+                page.screenshot(path=shots / f"{rel.removesuffix('.html').replace('/', '-')}-{width}.png",
+                                full_page=True)
+                problems += [f"{rel} at {width} px: image did not load: {src}" for src in info["badImages"]]
+            else:
+                seen[urldefrag(page.url)[0]] = set(info["ids"])
+                problems += [f"{rel}: error output: {err}" for err in info["errors"]]
+                problems += [f"{rel}: raw TeX on the page: {tex!r}" for tex in info["rawTex"]]
+                links += [(rel, href) for href in info["links"]]
+            problems += [f"{rel}: JavaScript error: {err}" for err in set(js_errors) if err not in KNOWN_JS_ERRORS]
+            problems += [f"{rel}: request leaves the machine: {u[:120]}" for u in sorted(set(offsite))]
         browser.close()
 
     for rel, href in links:
