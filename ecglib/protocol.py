@@ -73,7 +73,7 @@ class Selection:
         at = self.runs
         for name, value in self.chosen.items():
             at = at[at[name] == value]
-        return usable(at).empty
+        return not is_usable(at).any()
 
 
 def _candidate_scores(runs: pd.DataFrame, name: str, values: tuple) -> pd.DataFrame:
@@ -123,10 +123,19 @@ def select(base: dict, family: str, depth: int, seeds=(0, 1, 2), executor: str =
                      runs=pd.concat(all_runs, ignore_index=True).drop_duplicates("key"), tried=tried)
 
 
+def is_usable(runs: pd.DataFrame) -> pd.Series:
+    """True for the runs a verdict may read: finished without diverging, converged, and not collapsed. A table
+    without one of these columns (a constructed one) is not judged on it."""
+    ok = runs["status"].eq("ok") if "status" in runs else pd.Series(True, index=runs.index)
+    for flag, good in (("collapsed", False), ("converged", True)):
+        if flag in runs.columns:
+            ok &= runs[flag].fillna(not good).astype(bool).eq(good)
+    return ok
+
+
 def usable(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs a verdict may read: finished without diverging, converged, and not collapsed."""
-    ok = (runs["status"] == "ok") & runs["converged"].astype(bool) & ~runs["collapsed"].astype(bool)
-    return runs[ok]
+    """The rows of `runs` that is_usable keeps."""
+    return runs[is_usable(runs)]
 
 
 def failed(runs: pd.DataFrame, by=("family", "depth"), tried: dict | None = None) -> pd.DataFrame:
@@ -135,7 +144,7 @@ def failed(runs: pd.DataFrame, by=("family", "depth"), tried: dict | None = None
     by = list(by)
     rows = []
     for key, g in runs.groupby(by, sort=True):
-        if not usable(g).empty:
+        if is_usable(g).any():
             continue
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))

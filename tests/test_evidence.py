@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ecglib import experiments
-from ecglib.evidence import collapsed, flag_collapsed, usable
+from ecglib.protocol import is_usable
 from ecglib.evidence import depth as ev
 from ecglib.evidence import overfitting as ov
 
@@ -131,18 +131,14 @@ def test_grad_time_figure_survives_underflow_and_missing_families():
 def test_collapsed_runs_have_no_gap_and_cannot_refute_c2():
     spec = {("cnn", 2): good(0.6), ("cnn", 8): good(0.6), ("lstm", 2): good(0.2), ("lstm", 8): good(0.2)}
     df = pd.concat(table(spec, datasets=("mitdb",), noise=0.0).values())
-    one_class = {"test": {"confusion": [[5, 0], [3, 0]]}}
-    recs = {k: (one_class if "lstm" in k else {"test": {"confusion": [[5, 1], [1, 3]]}}) for k in df["key"]}
-    assert collapsed(one_class) and not collapsed(recs[df["key"].iloc[0]])
-    g = ov.with_gaps(df, recs)
+    df = df.assign(collapsed=df["family"].eq("lstm"))   # as load_runs flags a one-class model
+    g = ov.with_gaps(df)
     assert g[g["family"] == "lstm"]["gap"].isna().all() and g[g["family"] == "cnn"]["gap"].notna().all()
     e = ov.c2_effects(g, 2, 8)
     assert e["judgement"].verdict == "inconclusive" and "collapsed" in e["judgement"].reason
     v = ov.c2({"mitdb": e}, {}, ["cnn", "lstm"], [g])
     assert v.verdict == "inconclusive" and v.claim == "C2"
-    # the store's own flag wins when load_runs provides it
-    assert not flag_collapsed(df.assign(collapsed=False), recs)["collapsed"].any()
-    assert usable(df.assign(converged=[True, False] * (len(df) // 2))).sum() == len(df) // 2
+    assert is_usable(df.assign(collapsed=False, converged=[True, False] * (len(df) // 2))).sum() == len(df) // 2
 
 
 def test_c2_supported_when_deeper_lstms_overfit_more_than_cnns():

@@ -12,14 +12,15 @@ from .. import stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
 from ..verdicts import Judgement, all_of, combine, judge, margin, not_worse
-from . import DATASETS, flag_collapsed, keys, usable
+from ..protocol import is_usable
+from . import DATASETS, keys
 
 
-def with_gaps(df: pd.DataFrame, records: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Add the generalisation gaps (training minus held-out macro-F1). A diverged run has none, and neither
-    has a collapsed one (one predicted class: its gap of ~0 measures a failure to fit, not generalisation)."""
-    df = flag_collapsed(df, records or {}) if (records is not None or "collapsed" in df) else df
-    ok = usable(df)
+def with_gaps(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the generalisation gaps (training minus held-out macro-F1), for the runs protocol.is_usable keeps:
+    a diverged run has none, nor has a collapsed one (its gap of ~0 measures a failure to fit, not
+    generalisation) or an unconverged one (still fitting)."""
+    ok = is_usable(df)
     return df.assign(gap=(df["train_macro_f1"] - df["test_macro_f1"]).where(ok),
                      val_gap=(df["train_macro_f1"] - df["val_macro_f1"]).where(ok))
 
@@ -33,7 +34,7 @@ def diff(df: pd.DataFrame, by: str, metric: str, a, b) -> tuple[float, float, fl
 
 
 def _excluded(df: pd.DataFrame) -> str:
-    n = int((~usable(df)).sum())
+    n = int((~is_usable(df)).sum())
     return f"; {n} diverged or collapsed run(s) left out of the gaps" if n else ""
 
 
