@@ -86,7 +86,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default=None, help="cuda, mps or cpu (default: auto)")
     b.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
-    b.add_argument("--repeats", type=int, default=None, help="measurements per loop and model (best one kept)")
+    b.add_argument("--repeats", type=int, default=None,
+                   help="interleaved loop/bare pairs per model (the median ratio is reported, with its range)")
+    b.add_argument("--seq-len", type=int, default=None, help="input length in samples (default 1000)")
     b.set_defaults(func=_bench)
 
     bu = sub.add_parser("build", help="execute chapters with papermill, then render the book")

@@ -20,13 +20,24 @@ def tiny(monkeypatch):
 
 
 def test_bench_json(tiny, capsys):
-    assert bench.main(SimpleNamespace(json=True, device="cpu", steps=2)) == 0
+    assert bench.main(SimpleNamespace(json=True, device="cpu", steps=2, repeats=3, seq_len=48)) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["cnn", "lstm", "convlstm"]
     for r in rows:
         assert {"model", "device", "loop_samples_per_s", "bare_samples_per_s", "ratio"} <= set(r)
         assert r["device"] == "cpu" and r["steps"] == 2 and r["loop_samples_per_s"] > 0
-        assert r["ratio"] == pytest.approx(r["loop_samples_per_s"] / r["bare_samples_per_s"])
+        assert r["seq_len"] == 48 and r["repeats"] == 3
+        assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"]
+
+
+def test_the_ratio_is_the_median_of_interleaved_pairs(tiny, monkeypatch):
+    # pair timings (loop, bare): 10/10, 30/10 (a noisy neighbour slowed bare), 9/10 -> ratios 1, 3, 0.9
+    loops, bares = iter([10.0, 30.0, 9.0] * 3), iter([10.0, 10.0, 10.0] * 3)
+    monkeypatch.setattr(bench, "bare_loop", lambda *a: next(bares))
+    monkeypatch.setattr(bench.train, "train", lambda *a, **k: SimpleNamespace(history=[{"samples_per_s": next(loops)}]))
+    rows = bench.run(device="cpu", steps=1, repeats=3)
+    assert rows[0]["ratio"] == pytest.approx(1.0) and rows[0]["ratio_low"] == pytest.approx(0.9)
+    assert rows[0]["ratio_high"] == pytest.approx(3.0) and rows[0]["loop_samples_per_s"] == 10.0
 
 
 def test_bench_table(tiny, capsys, monkeypatch):
