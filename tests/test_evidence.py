@@ -236,3 +236,39 @@ def test_depth_chapter_figures_and_texts_from_constructed_runs():
     speed = pd.DataFrame([{"family": f, "length": n, "samples_per_s": v / n} for f, v in (("cnn", 4e4), ("lstm", 1e4))
                           for n in (100, 200)])
     assert ev.fig_cost_length(speed, 4) is not None and "4.0x as many samples per second" in ev.cost_text(speed, 4, 32)
+
+
+def test_overfitting_chapter_figures_tables_and_texts():
+    runs = ov.with_gaps(pd.concat(table(SPEC).values()).assign(train_macro_f1=lambda d: d["test_macro_f1"] + 0.1))
+    with pytest.raises(ValueError, match="pair_depth 3 must be in conv_depths"):
+        ov.check_params(3, [2, 8], [2, 8], {"base": {}, "strong": {}})
+    with pytest.raises(ValueError, match="needs a reference"):
+        ov.check_params(2, [2, 8], [2, 8], {"base": {}})
+    for fig in (ov.fig_gap_depth(runs), ov.fig_gap_params(runs)):
+        assert fig is not None and not any(ax.get_legend() for ax in fig.axes)   # one shared legend below
+    pair = ["cnn", "lstm"]
+    curves = runs[runs["depth"] == 2].assign(train_fraction=lambda d: np.where(d["dataset"] == "mitdb", 0.1, 0.025))
+    assert ov.fig_curves(curves, 2) is not None
+    assert "Gap with 2.5% minus gap with 10.0%" in ov.c6_text(curves, pair, [0.025, 0.1])
+    regimes = {"base": {}, "strong": {"dropout": 0.3}}
+    configs, regime_of = ov.regime_sweep({"dataset": "synthetic", "depth": 2}, regimes, pair, [0, 1])
+    assert len(configs) == 8 and sorted(set(regime_of.values())) == ["base", "strong"]
+    reg = curves.assign(regime=np.where(curves["dataset"] == "mitdb", "base", "strong"), epochs=3)
+    assert ov.fig_regimes(reg, regimes, pair) is not None
+    assert "ended 4 of 16 runs" in ov.regime_text(reg, regimes, {k: 2 if i < 4 else 3 for i, k in enumerate(reg["key"])})
+    t = ov.regime_table(reg, regimes, pair)
+    assert list(t["regime"]) == ["strong", "strong"] and (t["pairs"] == 4).all()
+    recs = [{"config": {"family": f, "shuffle_labels": sh, "seed": s},
+             "history": [{"epoch": e, "train_f1": (0.3 if sh else 0.9) * e / 2} for e in (1, 2)]}
+            for f in pair for sh in (False, True) for s in SEEDS]
+    memo = ov.memorised(ov.memo_curves(recs))
+    assert memo[("lstm", True)][0] == pytest.approx(0.3) and ov.fig_memorisation(ov.memo_curves(recs))
+    assert "random** labels: plain CNN 0.300" in ov.memo_text(memo, pair)
+    leak = runs[runs["depth"] == 2].assign(split=np.where(runs[runs["depth"] == 2]["dataset"] == "mitdb", "inter", "intra"),
+                                           test_acc=0.9)
+    assert ov.fig_leakage(leak, pair) is not None and len(ov.leakage_table(leak, 2)) == 3 + 4
+    assert ov.paired_text(leak, pair, "split", "test_macro_f1", "intra", "inter", "X").startswith("X (paired by seed):")
+    noise = leak.assign(labels=np.where(leak["split"] == "inter", "final", "original"))
+    assert ov.fig_label_noise(noise, pair) is not None
+    flow = runs.assign(flow=runs["depth"] * -0.1)
+    assert ov.fig_gradflow(flow[flow["dataset"] == "mitdb"], ["lstm"], 0.5) is not None
