@@ -145,3 +145,9 @@ def test_figures_draw_from_constructed_inputs():
     assert fe.fig_saliency(recs) is not None and fe.saliency_share(recs["lstm"]) == 1.0
     assert "CinC 2017 LSTM 1.00" in fe.saliency_text({"CinC 2017": recs})
     assert fe.fig_filters({"CinC 2017": recs})
+
+
+def test_no_blind_cnn_is_said_in_words_not_none():
+    runs = span_runs({("cnn", 3): 0.95, ("lstm", 1): 0.97, ("gru", 1): 0.97})
+    for v in fe.c3_c7(runs, NO_GENEROUS, [3]):
+        assert "None" not in v.effect + v.summary and "none tried" in v.effect or "no CNN depth" in v.summary

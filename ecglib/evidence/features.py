@@ -301,17 +301,22 @@ def c3_c7(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, spans) -> list[V
     runs = keys(span_runs, generous_runs) if len(generous_runs) else keys(span_runs)
     j3, j7 = c3_judgement(effects), c7_judgement(effects)
     lstm = summary[(summary.family == "lstm") & (summary.span == spans[0])]["mean"]
+    lstm_text = (f"one LSTM layer reaches mean accuracy {lstm.iloc[0] if len(lstm) else math.nan:.2f} on span "
+                 f"{spans[0]} (features carried across time)")
+    blind = e["last_blind"] is not None
     c3 = Verdict.of(j3, claim="C3", chapter="features", figure="fig-features-span", runs=runs,
-                    effect=f"test accuracy, CNN depth {e['first_seeing']} minus depth {e['last_blind']} (span {spans[0]})",
+                    effect=(f"test accuracy, CNN depth {e['first_seeing']} minus depth {e['last_blind']} (span {spans[0]})"
+                            if blind else f"test accuracy, CNN gain once it sees the pattern (span {spans[0]})"),
                     summary=(f"On the pattern-span task a CNN stays at chance while its receptive field is shorter than "
                              f"the pattern and gains {fmt_ci(*e['sees'][:3])} once it sees it (features built level by "
-                             f"level); one LSTM layer reaches mean accuracy "
-                             f"{lstm.iloc[0] if len(lstm) else math.nan:.2f} on span {spans[0]} (features carried "
-                             f"across time)."))
+                             f"level); {lstm_text}." if blind else
+                             f"On span {spans[0]} no CNN depth tried is blind to the pattern, so the level-by-level "
+                             f"part cannot be read; {lstm_text}."))
     c3 = _with_estimate(c3, e["sees"])
     c7 = Verdict.of(j7, claim="C7", chapter="features", figure="fig-features-span", runs=runs,
-                    effect=f"test accuracy, 1-layer LSTM minus the deepest blind CNN (depth {e['last_blind']}, "
-                           f"span {spans[0]})",
+                    effect=(f"test accuracy, 1-layer LSTM minus the deepest blind CNN (depth {e['last_blind']}, "
+                            f"span {spans[0]})" if blind else
+                            f"test accuracy, 1-layer LSTM minus a blind CNN (span {spans[0]}: none tried)"),
                     summary=effects_text(e, solved) + " The layers a CNN needs follow its receptive field.")
     return [c3, _with_estimate(c7, e["lstm"])]
 
