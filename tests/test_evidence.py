@@ -272,3 +272,11 @@ def test_overfitting_chapter_figures_tables_and_texts():
     assert ov.fig_label_noise(noise, pair) is not None
     flow = runs.assign(flow=runs["depth"] * -0.1)
     assert ov.fig_gradflow(flow[flow["dataset"] == "mitdb"], ["lstm"], 0.5) is not None
+
+
+def test_overfitting_figures_survive_runs_without_gaps():
+    runs = pd.concat(table(SPEC).values()).assign(train_macro_f1=0.9, gap=math.nan)
+    fig = ov.fig_gap_params(runs)
+    fig.canvas.draw()
+    assert any("no usable run" in t.get_text() for t in fig.axes[1].texts)
+    assert ov.fig_gap_depth(runs) is not None

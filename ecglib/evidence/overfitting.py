@@ -230,10 +230,14 @@ def fig_gap_params(depth_runs: pd.DataFrame):
     _train_test_lines(axes[0], mit, "depth", label_train=False)
     _log_axis(axes[0], mit["depth"])
     axes[0].set(title="Train (dashed) and test (solid)", xlabel="depth (stacked layers)", ylabel="macro-F1")
-    for family, g in mit.groupby("family", sort=False):
+    gaps = mit.dropna(subset=["gap"])   # unusable runs have no gap
+    for family, g in gaps.groupby("family", sort=False):
         axes[1].scatter(g["n_params"], g["gap"], color=FAMILY_COLORS[family], label=FAMILY_LABELS[family], s=25)
-    axes[1].set_xscale("log")
-    axes[1].xaxis.set_minor_formatter(_plt().NullFormatter())
+    if len(gaps):
+        axes[1].set_xscale("log")
+        axes[1].xaxis.set_minor_formatter(_plt().NullFormatter())
+    else:
+        axes[1].text(0.5, 0.5, "no usable run has a gap", ha="center", transform=axes[1].transAxes)
     axes[1].axhline(0, color="0.4", lw=0.8)
     axes[1].set(title="Gap versus parameters", xlabel="parameters (log scale)", ylabel="train − test macro-F1")
     legend(fig, axes, ncol=5)
