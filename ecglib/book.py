@@ -233,6 +233,7 @@ def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
     papermill writes as it goes, so it writes <name>.partial.ipynb, renamed only when every cell ran:
     a failed or killed chapter never leaves a notebook that a later build would take as done."""
     import jupytext
+    import nbformat
     import papermill as pm
 
     root = Path(root)
@@ -240,13 +241,10 @@ def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
     out = done.with_suffix(".partial.ipynb")
     out.parent.mkdir(exist_ok=True)
     nb = jupytext.read(root / "chapters" / f"{name}.md")
-    for cell in nb.cells:  # the book shows the values used (papermill's injected cell), not the defaults
-        tags = cell.metadata.get("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            cell.metadata["tags"] = [*tags, "remove-cell"]
+    hide_parameters(nb)
     t0 = time.time()
     try:
-        pm.execute_notebook(nb, out, parameters=parameters,
+        executed = pm.execute_notebook(nb, out, parameters=parameters,
                             cwd=root, progress_bar=False,
                             # ipykernel's start-up warning about TCP would otherwise land in the first cell's output
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])
@@ -254,8 +252,21 @@ def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
         trace = _strip_ansi("\n".join(e.traceback)).strip().splitlines()[-LOG_TAIL:]
         raise ChapterError(f"chapter {name!r} failed at In[{e.exec_count}]: {e.ename}: {e.evalue}\n"
                            + "\n".join(trace) + f"\n(the partly executed notebook is {out})") from None
+    hide_parameters(executed)
+    nbformat.write(executed, out)
     os.replace(out, done)
     return time.time() - t0
+
+
+def hide_parameters(nb) -> None:
+    """Keep parameters out of the reader's way: the chapter's defaults (`parameters`) are removed from the page
+    and papermill's `injected-parameters` (the values this build used) are folded behind a toggle; both stay in
+    the notebook for papermill. The reproducibility page lists every chapter's values."""
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        want = "remove-cell" if "parameters" in tags else "hide-input" if "injected-parameters" in tags else None
+        if want and want not in tags:
+            cell.metadata["tags"] = [*tags, want]
 
 
 def render_book(root=ROOT) -> Path:

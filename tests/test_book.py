@@ -219,3 +219,16 @@ def test_smoke_book_publishes_the_ledger_as_data(smoke_book):
     assert set(table["claim"]) <= {f"C{i}" for i in range(1, 14)} and set(table["profile"]) == {"smoke"}
     assert table["code_version"].notna().all() and "missing from the store" not in " ".join(table["code_version"])
     assert [v["claim"] for v in doc["verdicts"]] == list(table["claim"])
+
+
+def test_parameters_stay_out_of_the_readers_way():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("seeds = 3", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("seeds = 5", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(seeds)", metadata={"tags": ["remove-input"]})])
+    book.hide_parameters(nb)
+    book.hide_parameters(nb)   # idempotent
+    assert [c.metadata["tags"] for c in nb.cells] == [["parameters", "remove-cell"],
+                                                      ["injected-parameters", "hide-input"], ["remove-input"]]

@@ -1,5 +1,7 @@
 """The chapters' analysis on small constructed runs tables and records: no training, no data."""
+import dataclasses
 import math
+import re
 
 import matplotlib
 import numpy as np
@@ -91,11 +93,7 @@ def test_c13_depends_on_the_task_in_either_direction():
 
 
 def record(family="lstm", depth=2, curve=None, norms=None, classes=5):
-    config = experiments.RunConfig(family=family, depth=depth).__dict__ if hasattr(experiments.RunConfig, "__dict__") else {}
-    config = {k: getattr(experiments.RunConfig(family=family, depth=depth), k) for k in ("family", "depth", "width",
-                                                                                           "kernel_size", "dropout",
-                                                                                           "bidirectional", "readout",
-                                                                                           "conv_depth", "pool")}
+    config = dataclasses.asdict(experiments.RunConfig(family=family, depth=depth))
     norms = norms or {f"layers.{i}": 10.0 ** (i - depth) for i in range(depth)}
     curve = np.exp(np.linspace(-10, 0, 100)) if curve is None else curve
     return {"config": config, "classes": list("NSVFQ")[:classes], "history": [{"grad_norms": norms}],
@@ -195,3 +193,90 @@ def test_c11_never_refutes_on_the_sign_of_the_mean(mit, verdict):
 def test_c4_with_one_seed_decides_nothing():
     v, _ = ev.c4(table(SPEC, seeds=[0]), ["cnn"], ["lstm"])
     assert v.verdict == "inconclusive" and "a verdict needs at least 3" in v.reason
+
+
+def test_depth_chapter_parameters_fail_before_training():
+    ev.check_params([1, 2, 8], [1, 2, 8], [2, 8], ["cnn"], ["lstm"])
+    with pytest.raises(ValueError, match=r"compare_depths \[2, 4\] must be in conv_depths \[1, 2, 8\]; missing: \[4\]"):
+        ev.check_params([1, 2, 8], [1, 2, 4], [2, 4], ["cnn"], ["lstm"])
+    with pytest.raises(ValueError, match="shallow < deep"):
+        ev.check_params([2, 8], [2, 8], [8, 2], ["cnn"], ["lstm"])
+    with pytest.raises(ValueError, match="needs 'lstm'"):
+        ev.check_params([2, 8], [2, 8], [2, 8], ["cnn"], ["gru"])
+
+
+def test_matched_sweep_gives_every_model_the_reference_count():
+    base = {"dataset": "mitdb", "fs": 90, "width": 32, "epochs": 1}
+    configs, target, width = ev.matched_sweep(base, ["cnn", "lstm"], [1, 2, 8], ["lstm", 2], 2)
+    assert len(configs) == 12 and width[("lstm", 2)] == 32
+    from ecglib import models
+    for (f, d), w in width.items():
+        assert abs(models.build_model(f, d, w, n_classes=5).n_params - target) / target < 0.2
+    m = pd.DataFrame([{"family": "lstm", "depth": 2, "n_params": target, "seed": 0}])
+    t = ev.matched_table(m, width)
+    assert t.query("family == 'lstm' and depth == 2")["params"].iloc[0] == target and t["params"].isna().sum() == 5
+
+
+def test_depth_chapter_figures_and_texts_from_constructed_runs():
+    runs = table({**SPEC, ("reslstm", 2): good(0.6), ("reslstm", 8): good(0.6)})
+    recs = {k: {**record(f, d), "history": [{"epoch": 1, "seconds": 2.0, "grad_norms": record(f, d)["history"][0]["grad_norms"]}]}
+            for df in runs.values() for k, f, d in df[["key", "family", "depth"]].itertuples(index=False)}
+    swept = {"cnn": [2, 8], "lstm": [2, 8]}
+    for fig in (ev.fig_grad_layers(runs, recs, swept), ev.fig_grad_training(runs, recs, swept),
+                ev.fig_epoch_time(pd.concat(runs.values()), recs), ev.fig_matched(runs["mitdb"])):
+        assert fig is not None
+    grads = ev.gradient_table(pd.concat(runs.values()), recs)
+    assert ev.fig_grad_decay(grads) is not None
+    text = ev.train_loss_text(runs, ["cnn", "lstm"], 2, 8)
+    assert re.search(r"- MIT-BIH: plain CNN -?0\.00\d \[.*; LSTM 0\.99\d \[", text)
+    assert "one-layer LSTM" in ev.c8_text(grads.assign(depth=grads["depth"].replace(2, 1)), [1, 8])
+    _, best = ev.c4(runs, ["cnn"], ["lstm", "reslstm"])
+    lit = ev.literature_table(runs, best, 2, 8)
+    assert len(lit) == 4 and "depth 8 minus 2: -0.09" in lit["ours (MIT-BIH)"].iloc[0]
+    speed = pd.DataFrame([{"family": f, "length": n, "samples_per_s": v / n} for f, v in (("cnn", 4e4), ("lstm", 1e4))
+                          for n in (100, 200)])
+    assert ev.fig_cost_length(speed, 4) is not None and "4.0x as many samples per second" in ev.cost_text(speed, 4, 32)
+
+
+def test_overfitting_chapter_figures_tables_and_texts():
+    runs = ov.with_gaps(pd.concat(table(SPEC).values()).assign(train_macro_f1=lambda d: d["test_macro_f1"] + 0.1))
+    with pytest.raises(ValueError, match="pair_depth 3 must be in conv_depths"):
+        ov.check_params(3, [2, 8], [2, 8], {"base": {}, "strong": {}})
+    with pytest.raises(ValueError, match="needs a reference"):
+        ov.check_params(2, [2, 8], [2, 8], {"base": {}})
+    for fig in (ov.fig_gap_depth(runs), ov.fig_gap_params(runs)):
+        assert fig is not None and not any(ax.get_legend() for ax in fig.axes)   # one shared legend below
+    pair = ["cnn", "lstm"]
+    curves = runs[runs["depth"] == 2].assign(train_fraction=lambda d: np.where(d["dataset"] == "mitdb", 0.1, 0.025))
+    assert ov.fig_curves(curves, 2) is not None
+    assert "Gap with 2.5% minus gap with 10.0%" in ov.c6_text(curves, pair, [0.025, 0.1])
+    regimes = {"base": {}, "strong": {"dropout": 0.3}}
+    configs, regime_of = ov.regime_sweep({"dataset": "synthetic", "depth": 2}, regimes, pair, [0, 1])
+    assert len(configs) == 8 and sorted(set(regime_of.values())) == ["base", "strong"]
+    reg = curves.assign(regime=np.where(curves["dataset"] == "mitdb", "base", "strong"), epochs=3)
+    assert ov.fig_regimes(reg, regimes, pair) is not None
+    assert "ended 4 of 16 runs" in ov.regime_text(reg, regimes, {k: 2 if i < 4 else 3 for i, k in enumerate(reg["key"])})
+    t = ov.regime_table(reg, regimes, pair)
+    assert list(t["regime"]) == ["strong", "strong"] and (t["pairs"] == 4).all()
+    recs = [{"config": {"family": f, "shuffle_labels": sh, "seed": s},
+             "history": [{"epoch": e, "train_f1": (0.3 if sh else 0.9) * e / 2} for e in (1, 2)]}
+            for f in pair for sh in (False, True) for s in SEEDS]
+    memo = ov.memorised(ov.memo_curves(recs))
+    assert memo[("lstm", True)][0] == pytest.approx(0.3) and ov.fig_memorisation(ov.memo_curves(recs))
+    assert "random** labels: plain CNN 0.300" in ov.memo_text(memo, pair)
+    leak = runs[runs["depth"] == 2].assign(split=np.where(runs[runs["depth"] == 2]["dataset"] == "mitdb", "inter", "intra"),
+                                           test_acc=0.9)
+    assert ov.fig_leakage(leak, pair) is not None and len(ov.leakage_table(leak, 2)) == 3 + 4
+    assert ov.paired_text(leak, pair, "split", "test_macro_f1", "intra", "inter", "X").startswith("X (paired by seed):")
+    noise = leak.assign(labels=np.where(leak["split"] == "inter", "final", "original"))
+    assert ov.fig_label_noise(noise, pair) is not None
+    flow = runs.assign(flow=runs["depth"] * -0.1)
+    assert ov.fig_gradflow(flow[flow["dataset"] == "mitdb"], ["lstm"], 0.5) is not None
+
+
+def test_overfitting_figures_survive_runs_without_gaps():
+    runs = pd.concat(table(SPEC).values()).assign(train_macro_f1=0.9, gap=math.nan)
+    fig = ov.fig_gap_params(runs)
+    fig.canvas.draw()
+    assert any("no usable run" in t.get_text() for t in fig.axes[1].texts)
+    assert ov.fig_gap_depth(runs) is not None

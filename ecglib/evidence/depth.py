@@ -347,3 +347,236 @@ def fig_grad_time(runs: dict[str, pd.DataFrame], records: dict, fs: dict[str, fl
         axes[0][0].legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- the chapter's settings, the matched sweep, and the remaining figures ----
+
+def check_params(conv_depths, rnn_depths, compare_depths, conv_families, rnn_families) -> None:
+    """Fail before training on parameters the verdicts cannot use, naming the parameter and the fix."""
+    for name, depths in [("conv_depths", conv_depths), ("rnn_depths", rnn_depths)]:
+        missing = [d for d in compare_depths if d not in depths]
+        if missing:
+            raise ValueError(f"compare_depths {compare_depths} must be in {name} {depths}; missing: {missing}")
+    if len(compare_depths) != 2 or compare_depths[0] >= compare_depths[1]:
+        raise ValueError(f"compare_depths must be [shallow, deep] with shallow < deep, got {compare_depths}")
+    if "cnn" not in conv_families or "lstm" not in rnn_families:
+        raise ValueError(f"the claims are about plain CNNs and LSTMs: conv_families {conv_families} needs 'cnn' "
+                         f"and rnn_families {rnn_families} needs 'lstm'")
+
+
+def matched_sweep(base: dict, families, depths, reference, seeds) -> tuple[list, int, dict]:
+    """Every (family, depth) at the width that gives it the parameter count of `reference` = [family, depth] at the
+    base width (so the reference's own run is shared with the depth sweep): configs, target, widths."""
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    target = models.build_model(reference[0], reference[1], width=base["width"], n_classes=5).n_params
+    width = {(f, d): models.width_for_params(f, d, target, n_classes=5) for f in families for d in depths}
+    configs = [experiments.RunConfig(**{**base, "family": f, "depth": d, "width": width[f, d], "seed": s})
+               for f in families for d in depths for s in seeds]
+    return configs, target, width
+
+
+def matched_table(m: pd.DataFrame, width: dict) -> pd.DataFrame:
+    rows = []
+    for (f, d), w in width.items():
+        g = m[(m["family"] == f) & (m["depth"] == d)]
+        rows.append({"family": f, "depth": d, "width": w, "params": int(g["n_params"].iloc[0]) if len(g) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def fig_matched(m: pd.DataFrame):
+    """Parameter-matched sweep: test macro-F1 and training loss versus depth (fig-depth-matched)."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    for ax, (metric, ylabel) in zip(axes, [("test_macro_f1", "test macro-F1"), ("train_loss", "training loss")]):
+        plots.ci_lines(ax, stats.summarise(m, ["family", "depth"], metric), "depth", logx=True)
+        ax.set(xlabel="depth (stacked layers)", ylabel=ylabel, title=f"{ylabel}, parameters fixed")
+    axes[0].legend(loc="best", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def train_loss_text(runs: dict[str, pd.DataFrame], families, shallow: int, deep: int) -> str:
+    lines = [f"- {DATASETS[name]}: " + "; ".join(
+        f"{FAMILY_LABELS[f]} {fmt_ci(*depth_effect(df, f, 'train_loss', shallow, deep)[['mean', 'low', 'high']])}"
+        for f in families) for name, df in runs.items()]
+    return (f"Change in final training loss from depth {shallow} to depth {deep} (positive: the deeper stack fits its "
+            "training data *worse*), mean and 95% CI over seeds:\n\n" + "\n".join(lines))
+
+
+def _deepest_keys(df: pd.DataFrame, family: str, depths: dict) -> pd.Series:
+    return df[(df["family"] == family) & (df["depth"] == max(depths[family]))]["key"]
+
+
+def fig_grad_layers(runs: dict[str, pd.DataFrame], records: dict, depths: dict[str, list]):
+    """RMS gradient per layer at initialisation relative to the last layer, deepest model per family
+    (fig-depth-grad-layers). depths: family -> the depths swept."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    fig, axes = plt.subplots(1, len(runs), figsize=(11, 4.3), sharey=True, squeeze=False)
+    for ax, (name, df) in zip(axes[0], runs.items()):
+        for family in depths:
+            profiles = [rms_profile(records[k]["probes"]["grad_norms_init"], records[k])
+                        for k in _deepest_keys(df, family, depths)]
+            if not profiles:
+                continue
+            rel = np.nanmean([p / p[-1] for p in profiles], axis=0)
+            ax.plot(np.arange(1, len(rel) + 1), rel, marker="o", color=plots.FAMILY_COLORS[family],
+                    label=f"{FAMILY_LABELS[family]} ({max(depths[family])} layers)")
+        ax.set_yscale("log")
+        ax.axhline(1, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel="layer (1 = input side)", ylabel="RMS gradient / last layer's", title=DATASETS[name])
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    axes[0][-1].legend(loc="best", fontsize=8)
+    fig.suptitle("Gradient across layers at initialisation", fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def fig_grad_decay(grads: pd.DataFrame):
+    """Orders of magnitude lost across the stack versus depth, at init and after training (fig-depth-grad-decay)."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+    styles = {"mitdb": "-", "cinc2017": "--"}
+    t = grads[grads["depth"] > 1]
+    for ax, (column, when) in zip(axes, [("layer_init", "at initialisation"), ("layer_final", "last training epoch")]):
+        s = stats.summarise(t, ["dataset", "family", "depth"], column)
+        for (dataset, family), g in s.groupby(["dataset", "family"]):
+            ax.plot(g["depth"], g["mean"], marker="o", ls=styles[dataset], color=plots.FAMILY_COLORS[family],
+                    label=f"{FAMILY_LABELS[family]}, {dataset}")
+            if g["low"].notna().any():
+                ax.fill_between(g["depth"], g["low"], g["high"], color=plots.FAMILY_COLORS[family], alpha=0.12, lw=0)
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(t["depth"].unique()))
+        ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+        ax.set(xlabel="depth (stacked layers)", ylabel="orders of magnitude lost, last to first layer", title=when)
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fig_grad_training(runs: dict[str, pd.DataFrame], records: dict, depths: dict[str, list]):
+    """Attenuation across the stack epoch by epoch for the deepest model per family (fig-depth-grad-training)."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    fig, axes = plt.subplots(1, len(runs), figsize=(11, 4.3), sharey=True, squeeze=False)
+    for ax, (name, df) in zip(axes[0], runs.items()):
+        for family in depths:
+            curves = pd.DataFrame([{"epoch": h["epoch"],
+                                    "decay": stats.attenuation(rms_profile(h["grad_norms"], records[k]))["orders"]}
+                                   for k in _deepest_keys(df, family, depths) for h in records[k]["history"]])
+            if curves.empty or max(depths[family]) < 2:
+                continue
+            c = curves.groupby("epoch")["decay"].mean()
+            ax.plot(c.index, c.values, marker="o", color=plots.FAMILY_COLORS[family],
+                    label=f"{FAMILY_LABELS[family]} ({max(depths[family])})")
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel="epoch", ylabel="orders of magnitude lost, last to first layer", title=DATASETS[name])
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    axes[0][-1].legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def c8_text(grads: pd.DataFrame, rnn_depths) -> str:
+    """C8's two measures per dataset in words, with how many time values are lower bounds."""
+    e = c8_effects(grads, rnn_depths)
+    return "\n".join(
+        f"- {DATASETS[n]}: orders of magnitude of gradient lost across the time steps of a one-layer LSTM "
+        f"{fmt_ci(*r['time'][:3])}"
+        + (f" (a lower bound: in {r['censored']} of {r['n_time']} runs the gradient fell below float32 "
+           f"resolution within {r['resolved']} of {r['steps']} input samples)" if r["censored"] else "")
+        + f"; across the {max(rnn_depths)} layers of a stacked LSTM {fmt_ci(*r['layers'][:3])}; "
+        f"difference {fmt_ci(*r['diff'][:3])}." for n, r in e.items())
+
+
+def fig_epoch_time(depth_runs: pd.DataFrame, records: dict):
+    """Training seconds per epoch versus depth, from the histories (fig-depth-cost-depth)."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    t = depth_runs[["dataset", "family", "depth", "seed", "key"]].assign(
+        seconds=[np.mean([h["seconds"] for h in records[k]["history"]]) for k in depth_runs["key"]])
+    names = list(dict.fromkeys(t["dataset"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(11, 4.3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        plots.ci_lines(ax, stats.summarise(t[t["dataset"] == name], ["family", "depth"], "seconds"), "depth", logx=True)
+        ax.set_yscale("log")
+        ax.set(xlabel="depth (stacked layers)", ylabel="seconds per epoch", title=DATASETS[name])
+    axes[0][0].legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def measure_cost(families, depth: int, lengths, width: int, batch: int, steps: int) -> pd.DataFrame:
+    """Samples per second of untrained models (forward + backward) versus input length, on this machine."""
+    from .. import diagnostics
+    torch.manual_seed(0)
+    rows = []
+    for family in families:
+        for length in lengths:
+            model = models.build_model(family, depth, width=width, n_classes=5)
+            t = diagnostics.throughput(model, length, batch, steps=steps, warmup=2)
+            rows.append({"family": family, "length": length, "samples_per_s": t["samples_per_s"]})
+    return pd.DataFrame(rows)
+
+
+def fig_cost_length(speed: pd.DataFrame, depth: int):
+    """Throughput versus input length at fixed depth (fig-depth-cost-length)."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    fig, ax = plt.subplots(figsize=(8, 4.3))
+    for family, g in speed.groupby("family", sort=False):
+        ax.plot(g["length"], g["samples_per_s"], marker="o", color=plots.FAMILY_COLORS[family],
+                label=FAMILY_LABELS[family])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(speed["length"].unique()))
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.set_yscale("log")
+    ax.set(xlabel="input length (samples)", ylabel="samples per second (train step)",
+           title=f"Throughput versus sequence length, depth {depth}")
+    ax.legend(loc="best", fontsize=9)
+    return fig
+
+
+def cost_text(speed: pd.DataFrame, depth: int, batch: int) -> str:
+    import platform
+    text = (f"<small>Measured on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, batch {batch}.</small>")
+    ratio = speed.pivot(index="length", columns="family", values="samples_per_s")
+    if {"cnn", "lstm"} <= set(ratio.columns):
+        r = ratio["cnn"] / ratio["lstm"]
+        text += (f"\n\nAt depth {depth}, the plain CNN trains {r.iloc[0]:.1f}x as many samples per second as the LSTM "
+                 f"at {r.index[0]} samples and {r.iloc[-1]:.1f}x at {r.index[-1]} samples.")
+    return text
+
+
+def literature_table(runs: dict[str, pd.DataFrame], best: dict, shallow: int, deep: int) -> pd.DataFrame:
+    """Our depth effects beside the published ones they echo."""
+    eff = lambda name, family, metric="test_macro_f1": _ci(depth_effect(runs[name], family, metric, shallow, deep))
+    pair = lambda name: f"{label(best[name]['rnn'])} minus {label(best[name]['conv'])}: {_ci(best[name]['diff'])}"
+    return pd.DataFrame([
+        {"source": "Wu et al. 2016 (GNMT), translation",
+         "published": "stacked LSTM works up to 4 layers, barely 6, very poorly beyond 8; residual connections needed",
+         "ours (MIT-BIH)": f"LSTM test macro-F1, depth {deep} minus {shallow}: {eff('mitdb', 'lstm')}",
+         "ours (CinC)": f"same: {eff('cinc2017', 'lstm')}"},
+        {"source": "Kim et al. 2017 (residual LSTM), speech",
+         "published": "10-layer plain LSTM 13.7% higher WER than 3-layer; 10-layer residual LSTM best",
+         "ours (MIT-BIH)": f"residual LSTM, depth {deep} minus {shallow}: {eff('mitdb', 'reslstm')}",
+         "ours (CinC)": f"same: {eff('cinc2017', 'reslstm')}"},
+        {"source": "He et al. 2016 (ResNet), images",
+         "published": "56-layer plain CNN: higher training error than 20-layer; residual nets train at 152+ layers",
+         "ours (MIT-BIH)": f"plain CNN training loss, depth {deep} minus {shallow}: {eff('mitdb', 'cnn', 'train_loss')}",
+         "ours (CinC)": f"same: {eff('cinc2017', 'cnn', 'train_loss')}"},
+        {"source": "Strodthoff et al. 2021 (PTB-XL), macro-AUC",
+         "published": "2-layer LSTM .907 vs xresnet1d101 .925 (all); .953 vs .957 (rhythm); .851 vs .896 (form)",
+         "ours (MIT-BIH)": f"best recurrent minus best CNN, test macro-F1: {pair('mitdb')}",
+         "ours (CinC)": pair("cinc2017")},
+    ])

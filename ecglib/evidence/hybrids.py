@@ -1,0 +1,394 @@
+"""The hybrids chapter's analysis (C12): a conv + pooling front end feeding an LSTM, against a pure LSTM and a
+residual CNN on CinC 2017: speed (untrained throughput and training speed), accuracy against length and cost
+(a Pareto front), order sensitivity (shuffled segments), published scores, and the verdict.
+
+    sw = sweeps(base, contenders(lstm_depth, pool, cnn_depth), crops_s, crop_s, pools, lstm_depths, ...)
+    runs = with_measures(experiments.run_sweep(sw["all"]), records)
+    c12(runs, sw, ...)
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from .. import experiments, stats
+from ..data import CINC_CLASSES
+from ..diagnostics import throughput
+from ..ledger import Verdict, fmt_ci
+from ..models import build_model
+from ..plots import FAMILY_COLORS, FAMILY_LABELS, ci_lines
+from ..verdicts import all_of, judge, margin
+
+
+def label(family, depth, pool=None) -> str:
+    """One readable name per model configuration."""
+    if family == "convlstm":
+        return f"conv+pool {int(pool)} → LSTM ×{int(depth)}"
+    return f"{FAMILY_LABELS[family]} ×{int(depth)}"
+
+
+def contenders(lstm_depth: int, pool: int, cnn_depth: int) -> dict[str, dict]:
+    """The three models of the length sweep: family -> model spec."""
+    return {"lstm": dict(family="lstm", depth=lstm_depth),
+            "convlstm": dict(family="convlstm", depth=lstm_depth, pool=pool),
+            "rescnn": dict(family="rescnn", depth=cnn_depth)}
+
+
+def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shallow_cnn_depth, seeds) -> dict:
+    """length: the contenders at every crop; front: the hybrid's pooling x depth grid at crop_s; shallow: a residual
+    CNN with a shorter receptive field at the longest crop (the order probe's second prediction); all: each once."""
+    if crop_s not in crops_s:
+        raise ValueError(f"crop_s={crop_s} must be one of crops_s={crops_s}: the Pareto plot compares all families there")
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    length = [c for f in families.values() for c in experiments.sweep({**base, **f}, crop_s=list(crops_s), seed=seeds)]
+    front = experiments.sweep({**base, "family": "convlstm", "crop_s": crop_s}, pool=list(pools),
+                              depth=list(lstm_depths), seed=seeds)
+    shallow = experiments.sweep({**base, "family": "rescnn", "depth": shallow_cnn_depth, "crop_s": max(crops_s)},
+                                seed=seeds)
+    return {"length": length, "front": front, "shallow": shallow,
+            "all": list(dict.fromkeys(length + front + shallow))}   # a config in two sweeps trains once
+
+
+def epoch_mean(record: dict, field: str) -> float:
+    """Mean over the run's training epochs of one history field (seconds, samples_per_s)."""
+    return float(np.mean([e[field] for e in record["history"]]))
+
+
+def with_measures(runs: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame:
+    """Add model (a readable name), epoch_s, train_samples_per_s and challenge_f1 to each run."""
+    return runs.assign(model=[label(f, d, p) for f, d, p in runs[["family", "depth", "pool"]].values],
+                       epoch_s=[epoch_mean(records[k], "seconds") for k in runs["key"]],
+                       train_samples_per_s=[epoch_mean(records[k], "samples_per_s") for k in runs["key"]],
+                       challenge_f1=[stats.challenge_f1(records[k]) for k in runs["key"]])
+
+
+def names(families: dict, shallow_cnn_depth: int) -> dict[str, str]:
+    """family -> model name of the length sweep's contenders, plus "shallow" for the shallower residual CNN."""
+    return {**{f: label(**spec) for f, spec in families.items()}, "shallow": label("rescnn", shallow_cnn_depth)}
+
+
+def palettes(model_names: dict, pools) -> tuple[dict, dict]:
+    """Colours by model name (family colours; the shallow CNN takes the plain CNN's) and by pooling factor
+    (darker for more pooling)."""
+    palette = {model_names[f]: FAMILY_COLORS[f] for f in ("lstm", "convlstm", "rescnn")}
+    palette[model_names["shallow"]] = FAMILY_COLORS["cnn"]
+    pools = sorted(set(pools))
+    shades = sns.dark_palette(FAMILY_COLORS["convlstm"], len(pools) + 1, reverse=True)[:-1]
+    return palette, dict(zip(pools, shades))
+
+
+def recipe_text(runs: pd.DataFrame, records: dict, epochs, train_fraction, batch_size, lr) -> str:
+    n_train = records[runs["key"].iloc[0]]["train"]["n"]
+    n_div = int((runs["status"] != "ok").sum())
+    return (f"Every model trains with the same recipe: {epochs} epochs over {train_fraction:.0%} of the training "
+            f"split ({n_train} records), batches of {batch_size}, AdamW with a one-cycle schedule peaking at {lr:g}, "
+            "class-weighted cross-entropy and early stopping on validation macro-F1. This is a small budget; the "
+            "learning rate and batch size were chosen in pilot runs so that the recurrent models learn at all within "
+            "it (with 3e-3 and batches of 64 the hybrids stayed near chance in four epochs).\n\n"
+            f"{len(runs)} stored runs are behind this chapter; {n_div} diverged (a diverged run keeps the metrics of "
+            "its last finite epoch, or none, and counts with those).")
+
+
+# ---- 1. speed ----
+
+def measure_speed(specs: dict[str, dict], seconds, fs, width, batch, steps, repeats) -> pd.DataFrame:
+    """Samples per second of untrained models (forward + backward), models interleaved inside each repeat so that
+    a change in the machine's load hits all of them alike: repeat, seconds, model, samples_per_s."""
+    rows = []
+    for repeat in range(repeats):
+        for s in seconds:
+            for name, spec in specs.items():
+                torch.manual_seed(repeat)
+                model = build_model(width=width, n_classes=len(CINC_CLASSES), **spec)
+                t = throughput(model, int(round(s * fs)), batch, steps=steps, warmup=1)
+                rows.append(dict(repeat=repeat, seconds=s, model=name, samples_per_s=t["samples_per_s"]))
+    return pd.DataFrame(rows)
+
+
+def speed_specs(families: dict, lstm_depth: int, pools) -> dict[str, dict]:
+    specs = {label(**families["lstm"]): families["lstm"], label(**families["rescnn"]): families["rescnn"]}
+    return specs | {label("convlstm", lstm_depth, p): dict(family="convlstm", depth=lstm_depth, pool=p) for p in pools}
+
+
+def machine_text(repeats: int) -> str:
+    return (f"<small>Measured on {experiments.device_name('cpu')}, {torch.get_num_threads()} torch threads, "
+            f"{repeats} repeats.</small>")
+
+
+def fig_throughput(speed: pd.DataFrame, colors: dict, fs, batch):
+    fig, ax = plt.subplots()
+    ci_lines(ax, stats.summarise(speed, ["model", "seconds"], "samples_per_s", log=True), x="seconds", hue="model",
+             logx=True, labels={m: m for m in colors}, colors=colors)
+    ax.set_yscale("log")
+    ax.set(xlabel="sequence length (s)", ylabel="samples per second (log scale)",
+           title=f"Throughput versus length at {fs} Hz, batch {batch}")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def speedups(speed: pd.DataFrame, over: str) -> pd.DataFrame:
+    """Speed-up of every model over `over`, per repeat (same machine, same moment), then its geometric mean and
+    95% CI over repeats: model, seconds, mean, low, high, n."""
+    ref = speed[speed["model"] == over].set_index(["repeat", "seconds"])["samples_per_s"].rename("ref")
+    r = speed[speed["model"] != over].join(ref, on=["repeat", "seconds"])
+    return stats.summarise(r.assign(ratio=r["samples_per_s"] / r["ref"]), ["model", "seconds"], "ratio", log=True)
+
+
+def speedup_table(speed: pd.DataFrame, over: str) -> pd.DataFrame:
+    s = speedups(speed, over)
+    s = s.assign(cell=[fmt_ci(m, lo, hi, 2) for m, lo, hi in s[["mean", "low", "high"]].values])
+    return s.pivot(index="model", columns="seconds", values="cell").reset_index().rename(
+        columns={x: f"{x:g} s" for x in s["seconds"].unique()})
+
+
+def speedup_text(speed: pd.DataFrame, model_names: dict, pool, fs, repeats) -> str:
+    far = speed["seconds"].max()
+    hyb = model_names["convlstm"]
+    def at(over):
+        s = speedups(speed, over)
+        return s[s["seconds"] == far].set_index("model").loc[hyb, ["mean", "low", "high"]]
+    return (f"Speed-up over the pure LSTM (×, geometric mean [95% CI] over {repeats} repeats). At {far:g} s "
+            f"({int(far * fs)} samples), the hybrid with pooling {pool} processes {fmt_ci(*at(model_names['lstm']), 2)} "
+            f"times as many samples per second as the LSTM, and {fmt_ci(*at(model_names['rescnn']), 2)} times as many "
+            "as the residual CNN.")
+
+
+def training_speedup(length_runs: pd.DataFrame, model_names: dict, over: str = "lstm") -> pd.DataFrame:
+    """Training samples/s of the hybrid and the CNN over the LSTM, paired by seed, per crop length: geometric mean
+    ratio with its 95% CI (model, family, crop_s, mean, low, high, n)."""
+    parts = [stats.paired_diff(length_runs, "family", "train_samples_per_s", f, over, within=["crop_s"], log=True)
+             .assign(family=f) for f in ("convlstm", "rescnn")]
+    out = pd.concat(parts, ignore_index=True)
+    return out.assign(model=out["family"].map(model_names))
+
+
+def training_speedup_table(train_speed: pd.DataFrame) -> pd.DataFrame:
+    return train_speed[["model", "crop_s", "mean", "low", "high", "n"]].astype({"crop_s": str}).rename(
+        columns={"crop_s": "crop (s)", "mean": "speed-up over LSTM (×)", "n": "seeds"})
+
+
+# ---- 2. accuracy against length, 3. the Pareto front ----
+
+def fig_length(length_runs: pd.DataFrame, colors: dict):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for ax, metric in ((ax1, "test_macro_f1"), (ax2, "epoch_s")):
+        ci_lines(ax, stats.summarise(length_runs, ["model", "crop_s"], metric, log=metric == "epoch_s"), x="crop_s",
+                 hue="model", logx=True, labels={m: m for m in colors}, colors=colors)
+    ax1.set(xlabel="crop length (s)", ylabel="test macro-F1", title="Accuracy versus length")
+    ax2.set(xlabel="crop length (s)", ylabel="seconds per epoch (log scale)", yscale="log", title="Cost versus length")
+    ax2.legend(loc="upper left", fontsize=9)
+    return fig
+
+
+def length_text(length_runs: pd.DataFrame, model_names: dict) -> str:
+    longest = length_runs["crop_s"].max()
+    at = length_runs[length_runs["crop_s"] == longest]
+    f1 = stats.summarise(at, ["model"], "test_macro_f1").set_index("model")
+    t = stats.summarise(at, ["model"], "epoch_s", log=True).set_index("model")
+    return f"At {longest:g} s crops: " + "; ".join(
+        f"{n} test macro-F1 {fmt_ci(*f1.loc[n, ['mean', 'low', 'high']])} at {t.loc[n, 'mean']:.1f} s per epoch"
+        for f, n in model_names.items() if f != "shallow" and n in f1.index) + "."
+
+
+def pareto(runs: pd.DataFrame, crop_s) -> pd.DataFrame:
+    """Test macro-F1 and seconds per epoch (geometric) per model at one crop; `front`: nothing faster is better."""
+    at = runs[runs["crop_s"] == crop_s]
+    acc = stats.summarise(at, ["model", "family", "pool", "depth"], "test_macro_f1")
+    cost = stats.summarise(at, ["model"], "epoch_s", log=True).set_index("model").add_suffix("_s")
+    p = acc.join(cost, on="model").sort_values("mean_s").reset_index(drop=True)
+    return p.assign(front=p["mean"] >= p["mean"].cummax())
+
+
+def _bar(mean, low, high):
+    return None if math.isnan(low) else [[mean - low], [high - mean]]
+
+
+def fig_pareto(p: pd.DataFrame, pool_colors: dict, crop_s):
+    markers = dict(zip(sorted(p["depth"].unique()), "os^Dv<>"))
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for _, r in p.iterrows():
+        hybrid = r["family"] == "convlstm"
+        ax.errorbar(r["mean_s"], r["mean"], xerr=_bar(r["mean_s"], r["low_s"], r["high_s"]),
+                    yerr=_bar(r["mean"], r["low"], r["high"]), capsize=3, label=r["model"], ms=8,
+                    fmt=markers.get(r["depth"], "o") if hybrid else "*",
+                    color=pool_colors.get(r["pool"], FAMILY_COLORS["convlstm"]) if hybrid else FAMILY_COLORS[r["family"]])
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    ax.plot(p.loc[p["front"], "mean_s"], p.loc[p["front"], "mean"], "--", color="0.4", lw=1)
+    ax.set_xscale("log")
+    ax.set(xlabel="seconds per training epoch (log scale)", ylabel="test macro-F1",
+           title=f"Accuracy versus training cost at {crop_s:g} s crops")
+    return fig
+
+
+def pareto_table(p: pd.DataFrame) -> pd.DataFrame:
+    return p[["model", "mean", "low", "high", "n", "mean_s", "front"]].rename(
+        columns={"mean": "test macro-F1", "n": "seeds", "mean_s": "s per epoch", "front": "Pareto"})
+
+
+# ---- 4. order ----
+
+def permutation_drops(runs: pd.DataFrame, records: dict) -> pd.DataFrame:
+    """One row per run and segment length: drop = intact minus shuffled test macro-F1 (the permute probe)."""
+    perm = []
+    for k, r in runs.set_index("key").iterrows():
+        scales = pd.DataFrame(records[k]["probes"]["permute"]).astype({"macro_f1": float})  # null (diverged) -> NaN
+        perm.append(scales.assign(key=k, model=r["model"], family=r["family"], crop_s=r["crop_s"], seed=r["seed"],
+                                  permute_s=scales["seconds"], drop=r["test_macro_f1"] - scales["macro_f1"]))
+    return pd.concat(perm, ignore_index=True)
+
+
+def receptive_fields(families: dict, model_names: dict, shallow_cnn_depth: int, width: int) -> dict[str, int]:
+    """Analytical receptive fields (samples): the two residual CNNs and the hybrid's conv front end."""
+    k = len(CINC_CLASSES)
+    return {model_names["rescnn"]: build_model(width=width, n_classes=k, **families["rescnn"]).receptive_field,
+            model_names["shallow"]: build_model("rescnn", shallow_cnn_depth, width, n_classes=k).receptive_field,
+            model_names["convlstm"]: build_model(width=width, n_classes=k, **families["convlstm"]).receptive_field}
+
+
+def rf_text(rf: dict, model_names: dict, fs) -> str:
+    deep, shallow, hyb = model_names["rescnn"], model_names["shallow"], model_names["convlstm"]
+    return (f"Analytical receptive fields at {fs} Hz: {deep} {rf[deep]} samples ({rf[deep] / fs:.2f} s), {shallow} "
+            f"{rf[shallow]} samples ({rf[shallow] / fs:.2f} s); the hybrid's conv front end {rf[hyb]} samples "
+            f"({rf[hyb] / fs:.2f} s), after which the LSTM sees the whole crop.")
+
+
+def fig_order(order: pd.DataFrame, colors: dict, rf: dict, model_names: dict, fs):
+    fig, ax = plt.subplots()
+    ci_lines(ax, stats.summarise(order, ["model", "permute_s"], "drop"), x="permute_s", hue="model", logx=True,
+             labels={m: m for m in colors}, colors=colors)
+    ax.axhline(0, color="0.3", lw=0.8)
+    for name in (model_names["rescnn"], model_names["shallow"]):
+        ax.axvline(rf[name] / fs, color=colors[name], ls=":", lw=1.5)
+    ax.set(xlabel="shuffled segment length (s)", ylabel="macro-F1 drop (intact − shuffled)",
+           title=f"Order sensitivity on {order['crop_s'].max():g} s crops")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def order_effects(order: pd.DataFrame, runs: pd.DataFrame, model_names: dict) -> dict:
+    """At the longest segment: drops per model (summarise), intact scores, and the hybrid's drop minus the deep
+    CNN's, paired by seed."""
+    big = order["permute_s"].max()
+    at_big = order[order["permute_s"] == big]
+    drops = stats.summarise(at_big, ["model"], "drop").set_index("model")
+    pair = at_big[at_big["model"].isin([model_names["convlstm"], model_names["rescnn"]])]
+    hyb_vs_cnn = stats.paired_diff(pair, "family", "drop", "convlstm", "rescnn", missing="nan").iloc[0]
+    intact = stats.summarise(runs[runs["crop_s"] == order["crop_s"].max()], ["model"], "test_macro_f1").set_index("model")
+    return {"big": big, "drops": drops, "hyb_vs_cnn": hyb_vs_cnn, "intact": intact}
+
+
+def order_table(o: dict) -> pd.DataFrame:
+    t = o["drops"].join(o["intact"].add_suffix("_intact")).reset_index()
+    return t[["model", "mean_intact", "mean", "low", "high", "n"]].rename(
+        columns={"mean_intact": "intact macro-F1", "mean": f"drop at {o['big']:g} s", "n": "seeds"})
+
+
+def drop_of(o: dict, name: str) -> str:
+    return fmt_ci(*o["drops"].loc[name, ["mean", "low", "high"]]) if name in o["drops"].index else "n/a"
+
+
+def invariance(order: pd.DataFrame, name: str, rf_samples: int, fs) -> str:
+    """Does a CNN ignore shuffles of segments at least twice its receptive field (drop CI within ±0.02)?"""
+    band = margin("C12", "drop").value
+    beyond = stats.summarise(order[(order["model"] == name) & (order["permute_s"] >= 2 * rf_samples / fs)],
+                             ["permute_s"], "drop")
+    if beyond.empty:
+        return f"no segment length is twice the {name}'s receptive field"
+    inside = ((beyond["low"] >= -band) & (beyond["high"] <= band)).all()
+    scales = ", ".join(f"{v:g}" for v in beyond["permute_s"])
+    return (f"for segments of {scales} s (at least twice its receptive field) the {name}'s drop is "
+            + (f"within ±{band:g} at every scale, as invariance predicts" if inside else
+               f"not within ±{band:g} everywhere, so the measurement does not confirm invariance there"))
+
+
+def order_text(order: pd.DataFrame, o: dict, rf: dict, model_names: dict, fs) -> str:
+    n = model_names
+    d = o["hyb_vs_cnn"]
+    return (f"The receptive-field argument checked: {invariance(order, n['rescnn'], rf[n['rescnn']], fs)}; "
+            f"{invariance(order, n['shallow'], rf[n['shallow']], fs)}.\n\n"
+            f"With {o['big']:g} s segments the macro-F1 drop is {drop_of(o, n['rescnn'])} for the {n['rescnn']}, "
+            f"{drop_of(o, n['shallow'])} for the {n['shallow']}, {drop_of(o, n['lstm'])} for the LSTM and "
+            f"{drop_of(o, n['convlstm'])} for the hybrid. The hybrid's drop minus the deep CNN's, paired by seed: "
+            f"{fmt_ci(d['mean'], d['low'], d['high'])}.")
+
+
+# ---- 5. published scores ----
+
+def best_models(runs: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per family, the (model, crop) with the best mean validation macro-F1: not selected on the test set."""
+    by_model = runs.groupby(["model", "family", "crop_s"], as_index=False)["val_macro_f1"].mean()
+    return {f: by_model[by_model["family"] == f].sort_values("val_macro_f1", na_position="first").iloc[-1]
+            for f in ("convlstm", "rescnn", "lstm") if (by_model["family"] == f).any()}
+
+
+def best_runs(runs: pd.DataFrame, best: dict) -> pd.DataFrame:
+    return pd.concat([runs[(runs["model"] == b["model"]) & (runs["crop_s"] == b["crop_s"])] for b in best.values()])
+
+
+def published_table(runs: pd.DataFrame, best: dict, fs) -> pd.DataFrame:
+    rows = []
+    for b in best.values():
+        sel = runs[(runs["model"] == b["model"]) & (runs["crop_s"] == b["crop_s"])]
+        m, lo, hi = stats.mean_ci(sel["challenge_f1"])
+        rows.append({"model": f"ours: {b['model']}, {b['crop_s']:g} s crops at {fs} Hz", "challenge F1": m,
+                     "95% CI": "no CI (one seed)" if math.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]",
+                     "evaluated on": f"our held-out 15% of the public training set, {len(sel)} seeds"})
+    rows += [{"model": "best challenge entries (Clifford et al. 2017)", "challenge F1": 0.83, "95% CI": "",
+              "evaluated on": "hidden test set (about 0.83)"},
+             {"model": "Zihlmann et al. 2017: 4 conv blocks + 3-layer BiLSTM", "challenge F1": 0.821, "95% CI": "",
+              "evaluated on": "hidden test set"}]
+    return pd.DataFrame(rows)
+
+
+# ---- the verdict ----
+
+def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, model_names: dict, pool) -> Verdict:
+    """C12 = all_of(speed, order, accuracy), at the longest crop:
+    speed: log training speed-up of the hybrid over the LSTM (paired by seed) above zero beyond the margin, and the
+      hybrid's log speed closer to the CNN's than to the LSTM's (log speed-up minus half the CNN's, paired by seed);
+    order: the hybrid's macro-F1 drop under shuffling of the longest segments minus the deep CNN's, above zero;
+    accuracy: the best hybrid (validation) minus the LSTM at the same crop, test macro-F1, above zero."""
+    longest = runs["crop_s"].max()
+    length = runs[runs["model"].isin([model_names[f] for f in ("lstm", "convlstm", "rescnn")])
+                  & (runs["crop_s"] == longest)]
+    logs = length.assign(log_sps=np.log(length["train_samples_per_s"])).pivot_table(
+        index="seed", columns="family", values="log_sps")
+    get = lambda f: logs[f] if f in logs else pd.Series(dtype=float)
+    faster = get("convlstm") - get("lstm")
+    toward_cnn = faster - (get("rescnn") - get("lstm")) / 2
+    est = lambda v: (*stats.mean_ci(v.dropna()), int(v.notna().sum()))
+    b = best.get("convlstm")
+    if b is not None and "lstm" in best:
+        pair = runs[(runs["crop_s"] == b["crop_s"]) & runs["model"].isin([b["model"], model_names["lstm"]])]
+        acc = stats.paired_diff(pair, "family", "test_macro_f1", "convlstm", "lstm", missing="nan").iloc[0]
+    else:
+        acc = pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
+    d = o["hyb_vs_cnn"]
+    m = lambda q: margin("C12", q)
+    speed = all_of({
+        "faster than the LSTM": judge(*est(faster), m("log_speedup"), what="log training speed-up, hybrid / LSTM"),
+        "closer to the CNN's speed": judge(*est(toward_cnn), m("log_speedup"),
+                                           what="log speed-up over the LSTM minus half the CNN's")})
+    j = all_of({
+        "speed": speed,
+        "order": judge(d["mean"], d["low"], d["high"], int(d["n"]), m("drop"),
+                       what=f"shuffle drop at {o['big']:g} s, hybrid - deep CNN"),
+        "accuracy": judge(acc["mean"], acc["low"], acc["high"], int(acc["n"]), m("test_macro_f1"),
+                          what="test macro-F1, best hybrid - LSTM")})
+    tr = train_speed[train_speed["crop_s"] == longest].set_index("family")
+    ratio = lambda f: fmt_ci(*tr.loc[f, ["mean", "low", "high"]], 2) if f in tr.index else "n/a"
+    summary = (f"Speed: at {longest:g} s the hybrid (pool {pool}) trains {ratio('convlstm')}× as fast as the LSTM, the "
+               f"residual CNN {ratio('rescnn')}×. Order: shuffling {o['big']:g} s segments costs the hybrid "
+               f"{drop_of(o, model_names['convlstm'])} macro-F1, the deep CNN {drop_of(o, model_names['rescnn'])}, the "
+               f"LSTM {drop_of(o, model_names['lstm'])}. Accuracy: best hybrid "
+               f"({b['model'] if b is not None else 'none'}) minus LSTM, test macro-F1 "
+               f"{fmt_ci(acc['mean'], acc['low'], acc['high'])}.")
+    return Verdict.of(j, claim="C12", chapter="hybrids", summary=summary, figure="fig-hybrids-throughput",
+                      runs=sorted(runs["key"]),
+                      effect=f"log training speed-up of the hybrid over the LSTM at {longest:g} s crops "
+                             f"(log 2 = 0.69)")

@@ -1,0 +1,88 @@
+"""The conclusions page's generated parts, from constructed ledgers and runs tables."""
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from ecglib import ledger
+from ecglib.evidence import conclusions as co
+
+matplotlib.use("Agg")
+
+
+def ledger_of(verdicts: dict, chapter="depth"):
+    rows = [ledger.Verdict(claim=c, chapter=chapter, verdict=v, summary=f"{c} summary.", effect=f"{c} effect",
+                           value=0.1, low=0.05, high=0.15, margin=0.02, reason=f"{c} reason", runs=[f"k{c}"],
+                           figure="fig-x")
+            for c, v in verdicts.items()]
+    return pd.DataFrame([r.__dict__ for r in rows])
+
+
+def test_answer_names_the_best_supported_explanation_and_how_sure():
+    v = ledger_of({"C1": "refuted", "C2": "refuted", "C4": "supported", "C7": "supported", "C9": "supported",
+                   "C13": "inconclusive"})
+    text = co.answer(v, "smoke")
+    assert text.startswith("**Architecture** explains the depth gap best")
+    assert "C4, C7, C9 speak for it" in text
+    assert "*Overfitting*: for none; against C2, C9" in text and "*Vanishing gradients*: for none; against C1" in text
+    assert "**How sure:** 5 of 13 claims are decided" in text and "`smoke` profile" in text
+
+
+def test_answer_with_nothing_decided_says_so():
+    text = co.answer(ledger_of({"C1": "inconclusive"}), "smoke")
+    assert text.startswith("**No single explanation**") and "0 of 13 claims" in text and "weak" in text
+
+
+def test_a_claim_judged_twice_depends_when_its_chapters_disagree():
+    v = pd.concat([ledger_of({"C4": "supported"}, "depth"), ledger_of({"C4": "refuted"}, "features")])
+    assert co.claim_verdict(v, "C4") == "depends" and co.claim_verdict(v, "C5") == "missing"
+    assert co.claim_verdict(pd.concat([v.iloc[:1], ledger_of({"C4": "inconclusive"})]), "C4") == "supported"
+
+
+def test_ledger_table_is_compact_with_badges_links_and_missing_claims():
+    table = co.ledger_table(ledger_of({"C2": "refuted", "C1": "supported"}))
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 13 and lines[0].count("|") == 6
+    assert lines[2].startswith("| C1 |") and "{bdg-success}`supported`" in lines[2]
+    assert "0.100 [0.050, 0.150] (±0.02)" in lines[2] and "{doc}`depth </_executed/depth>`" in lines[2]
+    assert "{bdg-light}`missing`" in lines[4]   # C3
+
+
+def test_traceability_and_details():
+    v = ledger_of({"C1": "supported", "C2": "refuted"})
+    assert "Claims without a verdict:** C3" in co.traceability(v, {"kC1"})
+    assert "missing from the store:** C2" in co.traceability(v, {"kC1"})
+    d = co.details(v, {"kC1"})
+    assert d.count(":::{dropdown}") == 2 and "*Rule:* C1 reason" in d and "1 of 1 cited runs" in d
+
+
+def test_forest_plot_scales_effects_by_their_margins():
+    v = ledger_of({"C1": "supported", "C10": "depends"})
+    v.loc[v["claim"] == "C10", "margin"] = 0.0   # an exact count has no margin
+    fig = co.fig_forest(v)
+    ax = fig.axes[0]
+    xs = [line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 1 and line.get_marker() == "o"]
+    assert xs == pytest.approx([5.0])   # 0.1 / 0.02; C10 drawn as text
+    assert any("exact count" in t.get_text() for t in ax.texts)
+
+
+def test_failed_runs_come_from_the_protocol_flags():
+    runs = pd.DataFrame([
+        {"key": "a", "dataset": "mitdb", "family": "lstm", "depth": 8, "status": "ok", "converged": True, "collapsed": True},
+        {"key": "b", "dataset": "mitdb", "family": "lstm", "depth": 8, "status": "diverged", "converged": False,
+         "collapsed": False},
+        {"key": "c", "dataset": "mitdb", "family": "cnn", "depth": 8, "status": "ok", "converged": True, "collapsed": False},
+        {"key": "d", "dataset": "synthetic", "family": "cnn", "depth": 1, "status": "ok", "converged": False,
+         "collapsed": True},
+    ])
+    f = co.failed_runs(runs)
+    assert f.to_dict("records") == [{"dataset": "mitdb", "family": "lstm", "depth": 8, "runs": 2, "not usable": 2,
+                                     "diverged": 1, "unconverged": 1, "collapsed": 1}]
+    assert co.failed_text(runs, f).startswith("2 of 3 stored ECG runs")
+
+
+def test_verdict_lines_for_the_top_of_a_chapter():
+    v = [ledger.Verdict(claim="C11", chapter="features", verdict="refuted", summary="s", effect="gated - plain",
+                        value=-0.01, low=-0.02, high=0.0)]
+    assert co.verdict_lines(v) == ("- {bdg-danger}`refuted` **C11**: " + ledger.CLAIM_TEXT["C11"]
+                                   + " *gated - plain:* -0.010 [-0.020, 0.000]")

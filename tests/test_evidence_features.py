@@ -1,0 +1,153 @@
+"""The features chapter's analysis on constructed runs tables: no training, no data."""
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecglib import models
+from ecglib.evidence import features as fe
+
+matplotlib.use("Agg")
+SEEDS = [0, 1, 2, 3]
+
+
+def span_runs(acc: dict, span=3, noise=0.01, seeds=SEEDS):
+    """A pattern-span runs table: acc maps (family, depth) -> mean test accuracy; seeds add noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for (family, depth), a in acc.items():
+        rf = models.build_model(family, depth).receptive_field if family in fe.CONV else math.nan
+        for s in seeds:
+            rows.append({"dataset": "synthetic", "family": family, "depth": depth, "span": span, "seed": s,
+                         "status": "ok", "key": f"{family}-{depth}-{span}-{s}", "receptive_field": rf,
+                         "n_params": 100, "test_acc": float(np.clip(a + rng.normal(0, noise), 0, 1))})
+    return fe.with_fields(pd.DataFrame(rows))
+
+
+def cnns(blind=0.5, seeing=0.95):
+    # cnn receptive fields: 7 (blind to span 3), 20 (partial), 32 (covers the 32-sample pattern)
+    return {("cnn", 1): blind, ("cnn", 2): seeing, ("cnn", 3): seeing, ("tcn", 1): blind, ("tcn", 3): seeing}
+
+
+NO_GENEROUS = pd.DataFrame(columns=["family", "depth", "span", "seed", "test_acc"])
+
+
+@pytest.mark.parametrize("acc, c3, c7", [
+    ({**cnns(), ("lstm", 1): 0.97, ("gru", 1): 0.96}, "supported", "supported"),
+    ({**cnns(), ("lstm", 1): 0.5, ("gru", 1): 0.5}, "refuted", "refuted"),          # the CNN learns, the LSTM not
+    ({**cnns(blind=0.95), ("lstm", 1): 0.97, ("gru", 1): 0.97}, "refuted", "refuted"),  # a blind CNN solves it: a leak
+    ({**cnns(seeing=0.5), ("lstm", 1): 0.5, ("gru", 1): 0.5}, "refuted", "inconclusive"),  # nothing learned
+])
+def test_c3_c7_from_the_pattern_span_runs(acc, c3, c7):
+    runs = span_runs(acc)
+    v3, v7 = fe.c3_c7(runs, NO_GENEROUS, [3])
+    assert (v3.verdict, v7.verdict) == (c3, c7), (v3.reason, v7.reason)
+    e = fe.span_effects(runs, NO_GENEROUS, 3)
+    assert (e["last_blind"], e["first_seeing"]) == (1, 2)
+    assert v7.value == pytest.approx(acc[("lstm", 1)] - acc[("cnn", 1)], abs=0.03)
+    assert v3.value == pytest.approx(acc[("cnn", 2)] - acc[("cnn", 1)], abs=0.03)
+    assert len(v7.runs) == len(runs) and v7.margin == 0.05
+
+
+def test_the_generous_budget_can_rescue_the_lstm():
+    runs = span_runs({**cnns(), ("lstm", 1): 0.5, ("gru", 1): 0.5})
+    generous = span_runs({("lstm", 1): 0.97})
+    v3, v7 = fe.c3_c7(runs, generous, [3])
+    assert v7.verdict == "supported" and "generous budget" in v7.reason
+    assert "first solves it at depth 2" in v7.summary
+
+
+def test_span_task_with_no_blind_cnn_decides_nothing():
+    runs = span_runs({("cnn", 3): 0.95, ("lstm", 1): 0.97, ("gru", 1): 0.97})
+    v3, v7 = fe.c3_c7(runs, NO_GENEROUS, [3])
+    assert v3.verdict == v7.verdict == "inconclusive" and math.isnan(v7.value)
+
+
+def test_field_class():
+    assert [fe.field_class(r, 3) for r in (7, 17, 18, 31, 32, None)] == \
+        ["blind", "blind", "partial", "partial", "covers", "whole input"]
+
+
+def test_c10_counts_parameters_exactly():
+    per_layer = fe.params_per_layer([16, 32])
+    v = fe.c10(per_layer)
+    # kernel 7: an LSTM layer (4 gates) has more than a conv layer, a GRU (3) and a vanilla RNN (1) fewer
+    assert v.verdict == "depends" and v.value == v.low == v.high > 1 and not v.runs
+    bigger = per_layer.assign(parameters=np.where(per_layer.family == "cnn", 1, per_layer.parameters))
+    assert fe.c10(bigger).verdict == "supported"
+    assert list(fe.params_table(per_layer)["lstm / cnn"]) == pytest.approx(
+        [per_layer.query(f"family == 'lstm' and width == {w}").parameters.iloc[0]
+         / per_layer.query(f"family == 'cnn' and width == {w}").parameters.iloc[0] for w in (16, 32)])
+
+
+def gate_runs(glu, cnn, lstm=0.8, rnn=0.7, noise=0.005):
+    rng = np.random.default_rng(1)
+    rows = [{"family": f, "seed": s, "key": f"{f}-{s}", "status": "ok", "n_params": 1000, "depth": 2,
+             "test_macro_f1": v + rng.normal(0, noise)}
+            for f, v in (("glucnn", glu), ("cnn", cnn), ("lstm", lstm), ("rnn", rnn)) for s in SEEDS]
+    return {"mitdb": pd.DataFrame(rows)}
+
+
+def test_gate_table_and_c11_verdict():
+    runs = gate_runs(glu=0.8, cnn=0.7)
+    gates = fe.gate_table(runs)
+    assert list(gates["comparison"]) == ["conv: glucnn - cnn", "recurrent: lstm - rnn"]
+    assert gates["mean"].tolist() == pytest.approx([0.1, 0.1], abs=0.01) and (gates["n"] == 4).all()
+    v = fe.c11_verdict(gates, runs)
+    assert v.verdict == "supported" and len(v.runs) == 16
+    assert fe.c11_verdict(fe.gate_table(gate_runs(glu=0.7, cnn=0.7)), runs).verdict == "refuted"
+    assert fe.fig_gates(gates) is not None
+
+
+def real(cnn: dict, lstm: dict, noise=0.005):
+    rng = np.random.default_rng(2)
+    rows = []
+    for dataset in ("mitdb", "cinc2017"):
+        for family, by_depth in (("cnn", cnn), ("lstm", lstm)):
+            for d, f1 in by_depth.items():
+                for s in SEEDS:
+                    v = f1 + rng.normal(0, noise)
+                    rows.append({"dataset": dataset, "family": family, "depth": d, "seed": s, "status": "ok",
+                                 "key": f"{dataset}-{family}-{d}-{s}", "test_macro_f1": v, "val_macro_f1": v})
+    df = pd.DataFrame(rows)
+    return {d: df[df["dataset"] == d] for d in ("mitdb", "cinc2017")}
+
+
+@pytest.mark.parametrize("cnn, lstm, verdict", [
+    ({1: 0.6, 4: 0.8}, {1: 0.8, 2: 0.79}, "supported"),   # a shallow LSTM matches a CNN that needs layers
+    ({1: 0.6, 4: 0.8}, {1: 0.6, 2: 0.65}, "refuted"),     # the LSTM is clearly worse
+    ({1: 0.8, 4: 0.8}, {1: 0.8, 2: 0.8}, "refuted"),      # depth buys the CNN nothing
+])
+def test_features_c4(cnn, lstm, verdict):
+    runs = real(cnn, lstm)
+    table = fe.c4_table(runs)
+    assert list(table["dataset"]) == ["MIT-BIH", "CinC 2017"] and (table["pairs"] == 4).all()
+    v = fe.c4(table, runs)
+    assert v.verdict == verdict, v.reason
+    assert v.value == pytest.approx(max(lstm.values()) - max(cnn.values()), abs=0.02)
+
+
+def test_figures_draw_from_constructed_inputs():
+    rf = fe.receptive_fields([1, 2, 4])
+    assert fe.fig_receptive_fields(rf, {"MIT-BIH": 90.0, "CinC 2017": 50.0}, {"MIT-BIH": 0.7, "CinC 2017": 10})
+    assert fe.layers_to_see(rf, {"MIT-BIH": 90.0}).shape[0] == 2
+    runs = span_runs({**cnns(), ("lstm", 1): 0.97, ("gru", 1): 0.96})
+    assert fe.fig_span(fe.span_summary(runs), [3], {"cnn": [1, 2, 3], "tcn": [1, 3]})
+    assert set(fe.span_table(runs, fe.span_summary(runs))["field"]) == {"blind", "partial", "covers", "whole input"}
+    assert fe.fig_params(fe.params_per_layer([16, 32]))
+    assert fe.fig_real(real({1: 0.6, 4: 0.8}, {1: 0.8}))
+    sal = {"signal": [[0.0] * 10], "saliency": [[0.0] * 9 + [1.0]]}
+    recs = {f: {"classes": ["N"], "config": {"dataset": "cinc2017", "crop_s": 10, "depth": 2},
+                "probes": {"saliency": {"N": sal}, "filters": {"weights": np.ones((4, 1, 7)).tolist()}}}
+            for f in ("cnn", "lstm")}
+    assert fe.fig_saliency(recs) is not None and fe.saliency_share(recs["lstm"]) == 1.0
+    assert "CinC 2017 LSTM 1.00" in fe.saliency_text({"CinC 2017": recs})
+    assert fe.fig_filters({"CinC 2017": recs})
+
+
+def test_no_blind_cnn_is_said_in_words_not_none():
+    runs = span_runs({("cnn", 3): 0.95, ("lstm", 1): 0.97, ("gru", 1): 0.97})
+    for v in fe.c3_c7(runs, NO_GENEROUS, [3]):
+        assert "None" not in v.effect + v.summary and "none tried" in v.effect or "no CNN depth" in v.summary
