@@ -259,14 +259,13 @@ def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
 
 
 def hide_parameters(nb) -> None:
-    """Keep parameters out of the reader's way: the chapter's defaults (`parameters`) are removed from the page
-    and papermill's `injected-parameters` (the values this build used) are folded behind a toggle; both stay in
-    the notebook for papermill. The reproducibility page lists every chapter's values."""
+    """Keep parameters out of the reader's way: the chapter's defaults (`parameters`) and papermill's
+    `injected-parameters` (the values this build used) are removed from the page but stay in the notebook for
+    papermill; the reproducibility page lists every chapter's values."""
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
-        want = "remove-cell" if "parameters" in tags else "hide-input" if "injected-parameters" in tags else None
-        if want and want not in tags:
-            cell.metadata["tags"] = [*tags, want]
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
 
 
 def render_book(root=ROOT) -> Path:

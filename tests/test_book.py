@@ -231,4 +231,4 @@ def test_parameters_stay_out_of_the_readers_way():
     book.hide_parameters(nb)
     book.hide_parameters(nb)   # idempotent
     assert [c.metadata["tags"] for c in nb.cells] == [["parameters", "remove-cell"],
-                                                      ["injected-parameters", "hide-input"], ["remove-input"]]
+                                                      ["injected-parameters", "remove-cell"], ["remove-input"]]
