@@ -65,7 +65,7 @@ def test_runs_from_another_folder_uses_and_names_the_project_store(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     n = len(json.loads(r.stdout))
-    assert f"results store: {book.ROOT / 'results'} ({n} runs)" in r.stderr   # the project's, not tmp_path's
+    assert f"results store: {book.ROOT / 'results'} ({n} run" in r.stderr   # the project's, not tmp_path's
     assert not (tmp_path / "results").exists()
 
 
