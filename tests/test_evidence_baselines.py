@@ -80,6 +80,7 @@ def test_summary_and_selection_tables_and_figure(world):
     summary = ev.table(runs, records, selections)
     shown = ev.summary_table(summary)
     assert shown.loc[0, "test score"].startswith("0.600 [") and "se S" in shown.columns
+    assert shown.loc[1, "test score"] == "no usable run"     # the collapsed LSTM
     assert set(ev.selection_table(selections)["family"]) == {"plain CNN", "LSTM"}
     fig = ev.fig_baselines(summary)
     assert len(fig.axes) == 2 and fig.axes[0].get_ylim() == (0, 1.02)

@@ -103,7 +103,9 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 
     out = summary[["task", "family", "depth", "chosen", "usable"]].copy()
     for metric, name in (("test_score", "test score"), ("test_acc", "test accuracy")):
-        out[name] = [fmt_ci(r[metric], r[f"{metric}_low"], r[f"{metric}_high"]) for _, r in summary.iterrows()]
+        out[name] = ["no usable run" if math.isnan(r[metric]) else fmt_ci(r[metric], r[f"{metric}_low"],
+                                                                            r[f"{metric}_high"])
+                     for _, r in summary.iterrows()]
     per_class = [c for c in summary.columns if c.startswith(("se ", "ppv "))]
     return pd.concat([out, summary[per_class].round(3)], axis=1)
 
