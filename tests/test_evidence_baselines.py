@@ -92,3 +92,13 @@ def test_task_of_tells_the_intra_patient_control_apart():
     assert ev.task_of({"dataset": "mitdb", "split": "inter"}) == "mitdb"
     assert ev.task_of({"dataset": "cinc2017"}) == "cinc2017"
     assert np.all(ev.ANCHORS["value"].between(0, 1))
+
+
+def test_recipe_text_is_read_from_the_config():
+    from ecglib.evidence import recipe
+
+    assert recipe({"dataset": "mitdb"}) == ("AdamW at 0.003 with a one-epoch warm-up, then the rate cut 0.3x after 2 "
+                                            "epochs without a better validation score, early stopping after 6 epochs "
+                                            "without a better validation macro-F1 over N, S, V, F")
+    text = recipe({"dataset": "cinc2017", "schedule": "onecycle", "patience": None, "lr": 1e-2})
+    assert text == "AdamW at 0.01 with a one-cycle schedule, no early stopping"

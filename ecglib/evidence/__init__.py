@@ -15,3 +15,19 @@ DATASETS = {"mitdb": "MIT-BIH", "cinc2017": "CinC 2017"}
 def keys(*frames: pd.DataFrame) -> list[str]:
     """The store keys behind some tables, sorted, each once."""
     return sorted({k for f in frames for k in f["key"]})
+
+
+SCHEDULES = {"plateau": "a one-epoch warm-up, then the rate cut 0.3x after 2 epochs without a better validation score",
+             "onecycle": "a one-cycle schedule", "cosine": "cosine decay"}
+SCORES = {"mitdb": "macro-F1 over N, S, V, F", "cinc2017": "the challenge F1 over N, A, O", "synthetic": "macro-F1"}
+
+
+def recipe(base: dict) -> str:
+    """How a base config trains, in words read from the config itself (RunConfig's defaults where it is silent),
+    so the text cannot drift from the code."""
+    from ..experiments import RunConfig
+
+    c = RunConfig(**base)
+    stop = ("no early stopping" if c.patience is None else
+            f"early stopping after {c.patience} epochs without a better validation {SCORES[c.dataset]}")
+    return f"AdamW at {c.lr:g} with {SCHEDULES[c.schedule]}, {stop}"

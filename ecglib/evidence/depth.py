@@ -15,7 +15,7 @@ from .. import experiments, models, stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
 from ..verdicts import MIN_RUNS, Judgement, all_of, combine, judge, margin, not_worse
-from . import DATASETS, keys
+from . import DATASETS, keys, recipe
 
 
 def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths, seeds) -> list:
@@ -276,7 +276,7 @@ def describe(base: dict, what: str) -> str:
     batches = "whole epochs" if base.get("max_batches") is None else f"at most {base['max_batches']} batches per epoch"
     return (f"- **{DATASETS[base['dataset']]}** ({what}): {base['fs']:g} Hz{extra}, "
             f"{base['train_fraction']:.0%} of the training split, width {base['width']}, "
-            f"{base['epochs']} epoch(s) ({batches}), one-cycle AdamW, early stopping on validation macro-F1.")
+            f"at most {base['epochs']} epoch(s) ({batches}); {recipe(base)}.")
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:

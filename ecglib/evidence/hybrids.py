@@ -17,6 +17,7 @@ import seaborn as sns
 import torch
 
 from .. import experiments, stats
+from . import recipe
 from ..data import CINC_CLASSES
 from ..diagnostics import throughput
 from ..ledger import Verdict, fmt_ci
@@ -82,12 +83,12 @@ def palettes(model_names: dict, pools) -> tuple[dict, dict]:
     return palette, dict(zip(pools, shades))
 
 
-def recipe_text(runs: pd.DataFrame, records: dict, epochs, train_fraction, batch_size, lr) -> str:
+def recipe_text(runs: pd.DataFrame, records: dict, base: dict, train_fraction) -> str:
     n_train = records[runs["key"].iloc[0]]["train"]["n"]
     n_div = int((runs["status"] != "ok").sum())
-    return (f"Every model trains with the same recipe: {epochs} epochs over {train_fraction:.0%} of the training "
-            f"split ({n_train} records), batches of {batch_size}, AdamW with a one-cycle schedule peaking at {lr:g}, "
-            "class-weighted cross-entropy and early stopping on validation macro-F1. This is a small budget; the "
+    return (f"Every model trains with the same recipe: at most {base['epochs']} epochs over {train_fraction:.0%} of the "
+            f"training split ({n_train} records), batches of {base['batch_size']}, {recipe(base)}, "
+            "and class-weighted cross-entropy. This is a small budget; the "
             "learning rate and batch size were chosen in pilot runs so that the recurrent models learn at all within "
             "it (with 3e-3 and batches of 64 the hybrids stayed near chance in four epochs).\n\n"
             f"{len(runs)} stored runs are behind this chapter; {n_div} diverged (a diverged run keeps the metrics of "
