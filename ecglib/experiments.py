@@ -103,13 +103,13 @@ class RunConfig:
             object.__setattr__(self, "fs", DEFAULT_FS[self.dataset])  # one key for "default" and its value
         # Model options the family does not take go back to their defaults, so that two configs that build
         # the same model share one key (an LSTM's kernel_size, a CNN's forget_bias).
-        from ecglib.models import OPTIONS
+        from ecglib import models
         for name in _MODEL_OPTIONS:
-            if name not in OPTIONS[self.family]:
+            if name not in models.OPTIONS[self.family]:
                 object.__setattr__(self, name, _DEFAULTS[name])
-        if self.family in _conv_families() and self.readout not in _conv_readouts():
+        if self.family in models.CONV_FAMILIES and self.readout not in models.CONV_READOUTS:
             raise ValueError(f"readout {self.readout!r} is not valid for {self.family}; conv families pool over "
-                             f"time: {', '.join(_conv_readouts())}")
+                             f"time: {', '.join(models.CONV_READOUTS)}")
         if self.rr and self.dataset != "mitdb":
             raise ValueError(f"rr (RR-interval channels) needs dataset mitdb, not {self.dataset!r}")
         if ("permute" in self.probes) != bool(self.permute_s):
@@ -127,16 +127,6 @@ class RunConfig:
 
 
 _MODEL_OPTIONS = ("kernel_size", "dropout", "bidirectional", "conv_depth", "pool", "readout", "forget_bias")
-
-
-def _conv_families():
-    from ecglib.models import CONV_FAMILIES
-    return CONV_FAMILIES
-
-
-def _conv_readouts():
-    from ecglib.models import CONV_READOUTS
-    return CONV_READOUTS
 
 
 def _choices(name: str) -> tuple:
