@@ -118,13 +118,24 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """Short sha256 of the canonical JSON of every field and the store format: the store's file name."""
-        blob = json.dumps({"format": STORE_FORMAT, **asdict(self)}, sort_keys=True)
+        """Short sha256 of the canonical JSON of the fields and the store format: the store's file name.
+
+        A field added after the store format was set enters the hash only when it differs from its default,
+        so a new option keeps every stored run's key (and a stored run reads it back at its default)."""
+        d = {k: v for k, v in asdict(self).items() if k in _FORMAT_FIELDS or v != _DEFAULTS[k]}
+        blob = json.dumps({"format": STORE_FORMAT, **d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+# The fields of store format 2: every key hashes these. Fields added later are hashed only when set (see key).
+_FORMAT_FIELDS = frozenset((
+    "dataset", "split", "labels", "shuffle_labels", "fs", "window", "rr", "crop_s", "span", "length", "n_train",
+    "train_fraction", "cap_per_class", "family", "depth", "width", "kernel_size", "dropout", "bidirectional",
+    "conv_depth", "pool", "readout", "forget_bias", "epochs", "batch_size", "lr", "weight_decay", "schedule",
+    "clip", "patience", "class_weighted", "max_batches", "seed", "probes", "permute_s"))
 
 _MODEL_OPTIONS = ("kernel_size", "dropout", "bidirectional", "conv_depth", "pool", "readout", "forget_bias")
 
@@ -641,7 +652,7 @@ _RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "converged", "c
 
 
 def _row(r: dict) -> dict:
-    row = {k: tuple(v) if isinstance(v, list) else v for k, v in r["config"].items()}
+    row = {k: tuple(v) if isinstance(v, list) else v for k, v in {**_DEFAULTS, **r["config"]}.items()}
     row.update({k: r[k] for k in ("key", "status", "diverged_epoch", "best_epoch", "converged", "n_params",
                                   "receptive_field")})
     row.update(collapsed=r["collapsed"] is not None, collapse=r["collapsed"] or "")

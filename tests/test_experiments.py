@@ -1,4 +1,5 @@
 import json
+from dataclasses import fields
 import multiprocessing
 import os
 import time
@@ -274,3 +275,16 @@ def test_ray_executor_matches_local(tmp_path):
     assert remote[cols].equals(local[cols])
     np.testing.assert_allclose(remote["test_loss"], local["test_loss"], rtol=1e-4)
     assert os.listdir(tmp_path / "b") and sorted(os.listdir(tmp_path / "b")) == sorted(os.listdir(tmp_path / "a"))
+
+
+def test_keys_of_stored_runs_survive_new_options(monkeypatch):
+    # The store is committed: a new RunConfig option must not rename every stored run. These keys were
+    # computed by store format 2 before any field was added; a field at its default stays out of the hash.
+    assert ex.RunConfig().key == "c6b4255f0b03d64d"
+    assert ex.RunConfig(family="lstm", dataset="cinc2017").key == "e9283a60e6931403"
+    assert ex._FORMAT_FIELDS <= {f.name for f in fields(ex.RunConfig)}
+    # a field the format does not know enters the key only when set away from its default
+    monkeypatch.setattr(ex, "_FORMAT_FIELDS", ex._FORMAT_FIELDS - {"dropout"})
+    assert ex.RunConfig().key != "c6b4255f0b03d64d"
+    assert ex.RunConfig(dropout=0.0).key == ex.RunConfig().key
+    assert ex.RunConfig(dropout=0.5).key != ex.RunConfig().key
