@@ -656,11 +656,14 @@ class EcgDataset(torch.utils.data.Dataset):
     the record's true extent, or a random window inside it when random_crop=True (training);
     a record shorter than `crop` comes left-padded with zeros, as in Split.X.
 
+    shuffle=k cuts each item into segments of k samples and shuffles them (C12's order control): afresh on every
+    draw when random_crop=True (training, from torch's RNG), else the same permutation for an item every time.
+
     __getitems__ returns one stacked batch (x [B, C, L], y [B]); a DataLoader uses it when given
     batch_size and `collate_fn=lambda batch: batch`, which avoids B separate item calls.
     """
 
-    def __init__(self, split: Split, crop: int | None = None, random_crop: bool = False):
+    def __init__(self, split: Split, crop: int | None = None, random_crop: bool = False, shuffle: int | None = None):
         X = split.X
         length = X.shape[-1]
         self.crop = length if crop is None else int(crop)
@@ -671,6 +674,7 @@ class EcgDataset(torch.utils.data.Dataset):
         self.X, self.y = X, split.y
         self.lengths = split.lengths if split.lengths is not None else np.full(len(X), length)
         self.random_crop = random_crop
+        self.shuffle = shuffle
         self.classes = list(split.classes)
         self.n_classes = len(self.classes)
 
@@ -697,6 +701,13 @@ class EcgDataset(torch.utils.data.Dataset):
             start = np.minimum(full - n + offset, full - self.crop)
             t = start[:, None, None] + np.arange(self.crop)
             x = self.X[idx[:, None, None], np.arange(self.X.shape[1])[None, :, None], t]
+        if self.shuffle is not None:
+            from ecglib.diagnostics import permute_segments
+            if self.random_crop:
+                x = permute_segments(x, self.shuffle, generator=int(torch.randint(2**31, (1,))))
+            else:   # one fixed permutation per item, whatever batch it comes in
+                x = np.concatenate([permute_segments(x[j:j + 1], self.shuffle, generator=int(i))
+                                    for j, i in enumerate(idx)]) if len(idx) else x
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(self.y[idx])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

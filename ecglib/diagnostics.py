@@ -144,3 +144,41 @@ def permute_segments(x, segment_len: int, generator=None):
     if isinstance(x, torch.Tensor):
         return torch.gather(x, -1, torch.from_numpy(idx).to(x.device).expand_as(x))
     return np.take_along_axis(x, idx, axis=-1)
+
+
+_GATES = {torch.nn.LSTM: 4, torch.nn.GRU: 3, torch.nn.RNN: 1}
+
+
+def flops_per_sample(model, length: int, in_channels: int = 1) -> int:
+    """Multiply-adds x 2 of one forward pass on one input of `length` samples: the compute a matched-compute
+    comparison matches. PyTorch's FlopCounterMode counts convolutions and matrix products, but sees into a
+    recurrent layer only when its kernel decomposes (the CPU GRU does, the fused LSTM does not); so each
+    recurrent layer is counted analytically instead, 2 * gates * hidden * (input + hidden) per step and
+    direction, over the steps it actually ran (after any pooling in front of it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).cpu().eval()
+    analytic = {}
+
+    def count(name):
+        def hook(module, args, _out):
+            x = args[0]
+            steps = x.shape[1] if module.batch_first else x.shape[0]
+            per_step = 0
+            for layer in range(module.num_layers):
+                inp = module.input_size if layer == 0 else module.hidden_size * (2 if module.bidirectional else 1)
+                per_step += _GATES[type(module)] * module.hidden_size * (inp + module.hidden_size)
+            analytic[name] = 2 * per_step * steps * (2 if module.bidirectional else 1)
+        return hook
+
+    root = type(model).__name__
+    hooks = [m.register_forward_hook(count(f"{root}.{n}")) for n, m in model.named_modules() if type(m) in _GATES]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, in_channels, length))
+    finally:
+        for h in hooks:
+            h.remove()
+    seen = counter.get_flop_counts()
+    inside = sum(sum(seen.get(name, {}).values()) for name in analytic)   # what the counter saw of them
+    return int(counter.get_total_flops() - inside + sum(analytic.values()))

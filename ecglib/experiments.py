@@ -11,6 +11,7 @@ a chapter executed again with the same parameters trains nothing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -87,6 +88,9 @@ class RunConfig:
     # measurements after training (names in PROBES)
     probes: tuple = ()
     permute_s: tuple = ()                # segment lengths in seconds for the "permute" probe
+    # fields added after store format 2 (in a run's key only when set: see key)
+    shuffle_s: float | None = None       # cinc2017: train, validate and test on inputs cut into segments of this
+                                         # many seconds and shuffled (C12's order control); None: intact
 
     def __new__(cls, **kwargs):
         # A dataclass would raise TypeError without the valid names; say which key is wrong and what is allowed.
@@ -110,6 +114,9 @@ class RunConfig:
         if self.family in models.CONV_FAMILIES and self.readout not in models.CONV_READOUTS:
             raise ValueError(f"readout {self.readout!r} is not valid for {self.family}; conv families pool over "
                              f"time: {', '.join(models.CONV_READOUTS)}")
+        if self.shuffle_s is not None and self.dataset != "cinc2017":
+            raise ValueError(f"shuffle_s (shuffled segments) needs dataset cinc2017, not {self.dataset!r}: a beat "
+                             "window is too short to cut into segments")
         if self.rr and self.dataset != "mitdb":
             raise ValueError(f"rr (RR-interval channels) needs dataset mitdb, not {self.dataset!r}")
         if ("permute" in self.probes) != bool(self.permute_s):
@@ -190,6 +197,7 @@ _RULES = {
     "seed": ("int", lambda v: v >= 0, ">= 0"),
     "probes": ("names", None, ""),
     "permute_s": ("floats", lambda v: all(s > 0 for s in v), "seconds > 0"),
+    "shuffle_s": ("float?", lambda v: v > 0, "> 0 seconds, or null for intact inputs"),
 }
 
 
@@ -328,15 +336,16 @@ def make_datasets(config: RunConfig, splits: dict) -> dict:
     from ecglib.data import EcgDataset
 
     crop = round(config.crop_s * splits["train"].fs) if config.dataset == "cinc2017" else None
+    shuffle = None if config.shuffle_s is None else max(1, round(config.shuffle_s * splits["train"].fs))
     train = splits["train"]
     n = len(train.y)
     rng = np.random.default_rng(config.seed)
     sub = np.sort(rng.choice(n, TRAIN_EVAL_MAX, replace=False)) if n > TRAIN_EVAL_MAX else np.arange(n)
     return {
-        "train": EcgDataset(train, crop=crop, random_crop=crop is not None),
-        "val": EcgDataset(splits["val"], crop=crop),
-        "test": EcgDataset(splits["test"], crop=crop),
-        "train_eval": EcgDataset(_subset(train, sub), crop=crop),
+        "train": EcgDataset(train, crop=crop, random_crop=crop is not None, shuffle=shuffle),
+        "val": EcgDataset(splits["val"], crop=crop, shuffle=shuffle),
+        "test": EcgDataset(splits["test"], crop=crop, shuffle=shuffle),
+        "train_eval": EcgDataset(_subset(train, sub), crop=crop, shuffle=shuffle),
     }
 
 
@@ -395,6 +404,7 @@ def execute(config: RunConfig) -> dict:
         "probes": probes,
         "provenance": {
             "commit": git_commit(),
+            "code": code_version(),
             "ecglib": ecglib.__version__,
             "torch": _torch_version(),
             "python": platform.python_version(),
@@ -406,6 +416,59 @@ def execute(config: RunConfig) -> dict:
     })
 
 
+# What decides how a run trains: these modules whole, and these functions of this one. code_version hashes their
+# code (docstrings and comments left out), so a store can tell runs of different training code apart.
+TRAINING_MODULES = ("data", "models", "train", "synthetic")
+TRAINING_FUNCTIONS = ("_subset", "load_splits", "validation_fold", "scored_classes", "make_datasets", "build",
+                      "execute")
+
+
+def _code_digest(sources: dict[str, str]) -> str:
+    import ast
+
+    def strip(tree):
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        return ast.dump(tree)
+
+    trees = {name: ast.parse(src) for name, src in sources.items()}
+    own = trees.pop("experiments")
+    parts = [strip(trees[m]) for m in TRAINING_MODULES]
+    parts += [strip(n) for n in own.body if isinstance(n, ast.FunctionDef) and n.name in TRAINING_FUNCTIONS]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def code_version() -> str:
+    """Hash of the training code this process runs (TRAINING_MODULES and TRAINING_FUNCTIONS): two runs with the
+    same code_version trained the same way. A change to a comment or docstring keeps it; any code change, even a
+    neutral one, moves it, so a store that mixes versions is flagged, never silently pooled."""
+    pkg = Path(__file__).parent
+    return _code_digest({m: (pkg / f"{m}.py").read_text() for m in (*TRAINING_MODULES, "experiments")})
+
+
+def code_version_at(commit: str) -> str | None:
+    """code_version of a past commit of this checkout (for runs stored before runs recorded it), or None when the
+    commit is dirty, unknown or not in this clone's history."""
+    if not commit or commit.endswith("-dirty") or commit == "unknown":
+        return None
+    return _code_version_at(commit)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_version_at(commit: str) -> str | None:
+    sources = {}
+    for m in (*TRAINING_MODULES, "experiments"):
+        try:
+            sources[m] = subprocess.run(["git", "show", f"{commit}:ecglib/{m}.py"], cwd=files.ROOT, capture_output=True,
+                                        text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    return _code_digest(sources)
+
+
 def git_commit() -> str:
     """HEAD of the checkout ecglib runs from, with "-dirty" when tracked code differs from it.
 
@@ -414,8 +477,10 @@ def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)results"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)results"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+        # An untracked file counts only inside the package (a new module); a venv link or a notebook does not.
+        dirty = [line for line in status if not line.startswith("?? ") or line[3:].startswith("ecglib/")]
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha[:12] + ("-dirty" if dirty else "")
@@ -648,7 +713,7 @@ def load_records(configs=None, store=None) -> list[dict]:
 
 _METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1", "score")]
 _RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "converged", "collapsed", "collapse",
-                "n_params", "receptive_field", *_METRIC_COLUMNS, "wall_s", "device", "commit", "finished_at"]
+                "n_params", "receptive_field", *_METRIC_COLUMNS, "wall_s", "device", "commit", "code", "finished_at"]
 
 
 def _row(r: dict) -> dict:
@@ -660,7 +725,8 @@ def _row(r: dict) -> dict:
         for m in ("loss", "acc", "macro_f1", "score"):
             row[f"{s}_{m}"] = np.nan if r[s][m] is None else r[s][m]
     p = r["provenance"]
-    row.update(wall_s=p["wall_s"], device=p["device"], commit=p["commit"], finished_at=p["finished_at"])
+    row.update(wall_s=p["wall_s"], device=p["device"], commit=p["commit"], finished_at=p["finished_at"],
+               code=p.get("code") or code_version_at(p["commit"]))
     return row
 
 

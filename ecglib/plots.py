@@ -75,18 +75,31 @@ def legend(fig, axes=None, ncol: int | None = None, **kw):
 
 
 def provenance(runs: pd.DataFrame, profile: str) -> None:
-    """Show where a figure's numbers come from, read from the stored runs behind it."""
+    """Show where a figure's numbers come from, read from the stored runs behind it; runs of more than one
+    training-code version (experiments.code_version) get a visible warning, since they may not have trained alike."""
     if runs is None or len(runs) == 0:
         display(Markdown("*Provenance: no stored runs.*"))
         return
     seeds = sorted(int(s) for s in runs["seed"].unique()) if "seed" in runs else []
     devices = ", ".join(sorted(map(str, runs["device"].dropna().unique()))) if "device" in runs else "?"
     commits = ", ".join(sorted(map(str, runs["commit"].dropna().unique())))[:60] if "commit" in runs else "?"
+    codes = runs["code"].fillna("unknown").value_counts() if "code" in runs else pd.Series(dtype=int)
     wall = runs["wall_s"].sum() / 60 if "wall_s" in runs else float("nan")
     display(Markdown(
         f"<small>Provenance: profile `{profile}` · {len(runs)} stored runs · seeds {seeds} · "
-        f"device {devices} · commit {commits} · training wall time {wall:.1f} min</small>"
+        f"device {devices} · commit {commits} · training code {', '.join(codes.index) or '?'} · "
+        f"training wall time {wall:.1f} min</small>"
     ))
+    if len(codes) > 1:
+        display(Markdown(mixed_code_warning(codes)))
+
+
+def mixed_code_warning(codes: pd.Series) -> str:
+    """A warning admonition for runs of several training-code versions (version -> number of runs)."""
+    counts = ", ".join(f"`{v}`: {n} runs" for v, n in codes.items())
+    return (":::{warning}\nThe runs behind this output come from more than one version of the training code "
+            f"({counts}). They may not have trained alike; re-run the older ones (`python -m ecglib build --fresh`) "
+            "before citing a comparison between them.\n:::")
 
 
 def table(df: pd.DataFrame, name: str, floatfmt: str = "{:.3f}") -> None:

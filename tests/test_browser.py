@@ -1,6 +1,7 @@
 """The built book, loaded page by page in headless Chromium (Debian's `chromium`), as a reader would.
 
-Fails on an image that does not load, an internal link whose page or anchor is missing, an output
+Fails on an image that does not load or is drawn too small to read (at a phone width a figure keeps a readable
+width and scrolls sideways: _static/figures.css), an internal link whose page or anchor is missing, an output
 cell that shows an error, a JavaScript error, math left as raw TeX, or any request that leaves the
 machine (the book must read offline: MathJax and every script, style and font are served from it).
 Every page is screenshot at a laptop width (1280 px) and a phone width (390 px) into
@@ -47,6 +48,10 @@ CHECK_PAGE = r"""async () => {
   }
   return {
     badImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 120)),
+    // a figure drawn narrower than 560 px (or its own width, if smaller) has unreadable labels
+    shrunk: [...document.querySelectorAll('.cell_output img')]
+              .filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width < Math.min(i.naturalWidth, 560) - 1)
+              .map(i => i.src.split('/').pop().slice(0, 60) + ' at ' + Math.round(i.getBoundingClientRect().width) + ' px'),
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     ids: [...document.querySelectorAll('[id]')].map(e => e.id),
     errors: [...document.querySelectorAll('.cell_output .traceback, .cell_output .output.error')]
@@ -119,6 +124,7 @@ def test_every_page_loads_cleanly(built_book: Path, server: str):
                 page.screenshot(path=shots / f"{rel.removesuffix('.html').replace('/', '-')}-{width}.png",
                                 full_page=True)
                 problems += [f"{rel} at {width} px: image did not load: {src}" for src in info["badImages"]]
+                problems += [f"{rel} at {width} px: figure too small to read: {img}" for img in info["shrunk"]]
             else:
                 seen[urldefrag(page.url)[0]] = set(info["ids"])
                 problems += [f"{rel}: error output: {err}" for err in info["errors"]]

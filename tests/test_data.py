@@ -436,3 +436,22 @@ def test_real_cinc_splits_and_cache(realdata):
     data.cinc2017_splits()
     data.mitdb_splits()
     assert time.perf_counter() - t0 < 20, "a cached load should take seconds"
+
+
+def test_dataset_shuffled_segments_keep_each_segment_and_lose_order():
+    split = _split([12, 12, 12], total=12)
+    ds = data.EcgDataset(split, shuffle=3)
+    xb, _ = ds.__getitems__([0, 1, 2])
+    for row in xb[:, 0]:
+        segments = sorted(tuple(row[k:k + 3].tolist()) for k in range(0, 12, 3))
+        assert segments == [(1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12)]   # segments kept whole
+    assert not all(torch.equal(row, torch.arange(1, 13.0)) for row in xb[:, 0])   # order lost
+    # evaluation: an item is shuffled the same way whatever batch it comes in
+    assert torch.equal(ds.__getitems__([2])[0][0], xb[2]) and torch.equal(ds[1][0], xb[1])
+    # training: a fresh permutation each draw, from torch's RNG (so a seed repeats it)
+    train = data.EcgDataset(split, random_crop=True, shuffle=3)
+    torch.manual_seed(0)
+    draws = [train.__getitems__([0])[0][0, 0].tolist() for _ in range(20)]
+    torch.manual_seed(0)
+    assert draws == [train.__getitems__([0])[0][0, 0].tolist() for _ in range(20)]
+    assert len({tuple(d) for d in draws}) > 5

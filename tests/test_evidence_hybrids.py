@@ -27,7 +27,8 @@ def store(sps: dict, f1: dict, drop: dict, crops=(5, 20), noise=0.003):
                 score = f1[who] + rng.normal(0, noise)
                 rows.append({"key": key, "family": spec["family"], "depth": spec["depth"],
                              "pool": spec.get("pool", 8), "crop_s": crop, "seed": s, "status": "ok",
-                             "test_macro_f1": score, "val_macro_f1": score})
+                             "test_macro_f1": score, "val_macro_f1": score, "test_score": score,
+                             "val_score": score})
                 records[key] = {"classes": ["N", "A", "O", "~"], "train": {"n": 100},
                                 "test": {"f1": [score, score, score, None]},
                                 "history": [{"seconds": 1000 / sps[who], "samples_per_s": sps[who] * (1 + rng.normal(0, 0.01))}],
@@ -98,3 +99,64 @@ def test_speed_tables_and_figures():
     assert hy.fig_order(order, palette, rf, NAMES, 50)
     assert "within ±0.02 at every scale" in hy.invariance(order, NAMES["shallow"], 25, 50)
     assert len(hy.published_table(runs, hy.best_models(runs), 50)) == 5
+
+
+def with_controls(f1_loss: dict, matched_f1: float):
+    """GOOD's store plus, at 20 s, the shuffled-segment controls (each family loses f1_loss[family] when trained on
+    shuffled segments) and a CNN at matched compute scoring matched_f1."""
+    runs, records = store(**GOOD)
+    names = hy.names(FAMILIES, 4, cnn_width=24, control_s=5)
+    extra = []
+    for s in SEEDS:
+        at = runs[(runs["crop_s"] == 20) & (runs["seed"] == s)].set_index("family")
+        for f in ("convlstm", "rescnn"):
+            r = at.loc[f] if at.loc[f].ndim == 1 else at.loc[f].iloc[0]
+            extra.append({**r.to_dict(), "family": f, "model": names[f"{f}-shuffled"], "key": f"{f}-shuffled-{s}",
+                          "test_score": r["test_score"] - f1_loss[f]})
+        extra.append({**at.loc["rescnn"].iloc[0].to_dict(), "family": "rescnn", "model": names["matched"],
+                      "key": f"matched-{s}", "test_score": matched_f1 + 0.001 * s})
+    return pd.concat([runs, pd.DataFrame(extra)], ignore_index=True), records, names
+
+
+def test_c12_controls_shuffled_training_and_matched_compute():
+    runs, records, names = with_controls({"convlstm": 0.1, "rescnn": 0.0}, matched_f1=0.69)
+    control, matched = hy.control_effect(runs, names), hy.matched_effect(runs, names)
+    assert control["mean"] == pytest.approx(0.1, abs=0.01) and control["n"] == len(SEEDS)
+    assert matched["mean"] == pytest.approx(0.7 - 0.69 - 0.0015, abs=0.01)
+    base = runs[~runs["model"].str.contains("shuffled|matched")]
+    length = base[base["model"] != NAMES["shallow"]]
+    o = hy.order_effects(hy.permutation_drops(base, records).query("crop_s == 20"), base, NAMES)
+    best = hy.best_models(runs)
+    assert "matched" not in best["rescnn"]["model"] and "shuffled" not in best["convlstm"]["model"]
+    v = hy.c12(base, hy.training_speedup(length, NAMES), o, best, names, 16, control, matched)
+    assert v.verdict == "supported", v.reason
+    # order that does not pay (the CNN loses as much from shuffled training) refutes the order part
+    runs, _, names = with_controls({"convlstm": 0.0, "rescnn": 0.0}, matched_f1=0.69)
+    v = hy.c12(base, hy.training_speedup(length, NAMES), o, best, names, 16, hy.control_effect(runs, names), matched)
+    assert v.verdict == "refuted" and "order pays refuted" in v.reason
+    # a hybrid clearly worse than the CNN at matched compute refutes the accuracy part
+    runs, _, names = with_controls({"convlstm": 0.1, "rescnn": 0.0}, matched_f1=0.8)
+    v = hy.c12(base, hy.training_speedup(length, NAMES), o, best, names, 16, control, hy.matched_effect(runs, names))
+    assert v.verdict == "refuted" and "matched compute refuted" in v.reason
+
+
+def test_matched_width_matches_the_hybrids_flops():
+    from ecglib.diagnostics import flops_per_sample
+    from ecglib.models import build_model
+    w = hy.matched_width(FAMILIES, 16, fs=50, crop_s=4)
+    flops = lambda spec, width: flops_per_sample(build_model(width=width, n_classes=4, **hy.model_spec(spec)), 200)
+    target = flops(FAMILIES["convlstm"], 16)
+    # the chosen width is the closest on the log scale: its neighbours are no closer
+    gap = lambda width: abs(np.log(flops(FAMILIES["rescnn"], width) / target))
+    assert gap(w) <= min(gap(w - 1), gap(w + 1))
+
+
+def test_flops_count_the_recurrent_layers_by_hand():
+    from ecglib.diagnostics import flops_per_sample
+    from ecglib.models import build_model
+    h, steps, classes = 8, 50, 4
+    head = 2 * h * classes
+    for family, gates in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+        layer1 = 2 * gates * h * (1 + h) * steps
+        layer2 = 2 * gates * h * (h + h) * steps
+        assert flops_per_sample(build_model(family, 2, h, n_classes=classes), steps) == layer1 + layer2 + head

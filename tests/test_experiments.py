@@ -3,6 +3,7 @@ from dataclasses import fields
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +289,28 @@ def test_keys_of_stored_runs_survive_new_options(monkeypatch):
     assert ex.RunConfig().key != "c6b4255f0b03d64d"
     assert ex.RunConfig(dropout=0.0).key == ex.RunConfig().key
     assert ex.RunConfig(dropout=0.5).key != ex.RunConfig().key
+
+
+def test_shuffled_segment_option_is_cinc_only_and_keyless_when_off():
+    assert ex.RunConfig(dataset="cinc2017", shuffle_s=None).key == ex.RunConfig(dataset="cinc2017").key
+    assert ex.RunConfig(dataset="cinc2017", shuffle_s=2).key != ex.RunConfig(dataset="cinc2017").key
+    with pytest.raises(ValueError, match="shuffle_s.*cinc2017"):
+        ex.RunConfig(dataset="mitdb", shuffle_s=2)
+    with pytest.raises(ValueError, match="shuffle_s must be > 0"):
+        ex.RunConfig(dataset="cinc2017", shuffle_s=0)
+
+
+def test_code_version_moves_with_training_code_not_with_its_prose():
+    pkg = Path(ex.__file__).parent
+    sources = {m: (pkg / f"{m}.py").read_text() for m in (*ex.TRAINING_MODULES, "experiments")}
+    base = ex._code_digest(sources)
+    assert base == ex.code_version() and len(base) == 12
+    reworded = dict(sources, train=sources["train"].replace('"""', '"""Reworded. ', 1) + "\n# a comment\n")
+    assert ex._code_digest(reworded) == base
+    changed = dict(sources, train=sources["train"] + "\nEXTRA = 1\n")
+    assert ex._code_digest(changed) != base
+    # in experiments.py only the functions that train count: the store's readers may change freely
+    assert ex._code_digest(dict(sources, experiments=sources["experiments"] + "\ndef reader():\n    return 1\n")) == base
+    body = sources["experiments"].replace("    t0 = time.time()\n", "    t0 = time.time() + 0\n", 1)
+    assert body != sources["experiments"] and ex._code_digest(dict(sources, experiments=body)) != base
+    assert ex.code_version_at("0123abc-dirty") is None and ex.code_version_at("unknown") is None

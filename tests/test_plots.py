@@ -1,5 +1,6 @@
 """plots: one colour-blind-safe colour per model family, and a shared legend that covers no data."""
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -36,3 +37,23 @@ def test_shared_legend_sits_below_every_panel_with_each_label_once():
     fig, ax = plt.subplots()
     assert plots.legend(fig) is None                                     # nothing labelled: no empty box
     plt.close(fig)
+
+
+def test_provenance_flags_runs_of_mixed_training_code(capsys):
+    import pandas as pd
+    from ecglib import plots
+    runs = pd.DataFrame({"seed": [0, 1, 2], "device": "cpu", "commit": "abc", "wall_s": 60.0,
+                         "code": ["aaa", "aaa", "bbb"]})
+    text = plots.mixed_code_warning(runs["code"].value_counts())
+    assert text.startswith(":::{warning}") and "`aaa`: 2 runs" in text and "`bbb`: 1 runs" in text
+    shown = []
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(plots, "display", lambda obj: shown.append(obj.data))
+    try:
+        plots.provenance(runs, "smoke")
+        assert len(shown) == 2 and "training code aaa, bbb" in shown[0] and "{warning}" in shown[1]
+        shown.clear()
+        plots.provenance(runs.assign(code="aaa"), "smoke")
+        assert len(shown) == 1
+    finally:
+        monkey.undo()

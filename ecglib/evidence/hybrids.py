@@ -16,14 +16,14 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .. import experiments, stats
+from .. import experiments, protocol, stats
 from . import recipe
 from ..data import CINC_CLASSES
-from ..diagnostics import throughput
+from ..diagnostics import flops_per_sample, throughput
 from ..ledger import Verdict, fmt_ci
 from ..models import build_model
 from ..plots import FAMILY_COLORS, FAMILY_LABELS, ci_lines
-from ..verdicts import all_of, judge, margin
+from ..verdicts import all_of, judge, margin, not_worse
 
 
 def label(family, depth, pool=None) -> str:
@@ -40,19 +40,51 @@ def contenders(lstm_depth: int, pool: int, cnn_depth: int) -> dict[str, dict]:
             "rescnn": dict(family="rescnn", depth=cnn_depth)}
 
 
-def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shallow_cnn_depth, seeds) -> dict:
+def tune(base: dict, families: dict, crop_s, seeds, executor="local", fresh=False) -> dict[str, protocol.Selection]:
+    """protocol.select for each contender at its depth (and pooling) on crop_s crops: every family gets the same
+    search (learning rate, readout, forget bias or weight decay) on the validation records, never the test set."""
+    return {f: protocol.select({**base, "crop_s": crop_s, **{k: v for k, v in spec.items() if k not in ("family", "depth")}},
+                               spec["family"], spec["depth"], seeds=list(seeds), executor=executor, fresh=fresh)
+            for f, spec in families.items()}
+
+
+def tuned(families: dict, selections: dict) -> dict[str, dict]:
+    """The contenders' specs with their selected values (lr, readout, ...) added."""
+    return {f: {**spec, **selections[f].chosen} for f, spec in families.items()}
+
+
+def matched_width(families: dict, width: int, fs, crop_s) -> int:
+    """The residual CNN's width whose forward FLOPs per crop come closest to the hybrid's at `width`: the CNN that
+    competes with the hybrid at matched compute."""
+    k, length = len(CINC_CLASSES), int(round(crop_s * fs))
+    target = flops_per_sample(build_model(width=width, n_classes=k, **model_spec(families["convlstm"])), length)
+    cost = {w: flops_per_sample(build_model(width=w, n_classes=k, **model_spec(families["rescnn"])), length)
+            for w in range(4, 4 * width + 1)}
+    return min(cost, key=lambda w: abs(math.log(cost[w] / target)))
+
+
+def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shallow_cnn_depth, seeds,
+           control_s=None, cnn_width=None) -> dict:
     """length: the contenders at every crop; front: the hybrid's pooling x depth grid at crop_s; shallow: a residual
-    CNN with a shorter receptive field at the longest crop (the order probe's second prediction); all: each once."""
+    CNN with a shorter receptive field at the longest crop (the order probe's second prediction); at the longest
+    crop too, control: the hybrid and the CNN trained and tested on segments of control_s seconds shuffled, and
+    matched: the CNN at width cnn_width (matched compute); all: each once."""
     if crop_s not in crops_s:
         raise ValueError(f"crop_s={crop_s} must be one of crops_s={crops_s}: the Pareto plot compares all families there")
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    longest = max(crops_s)
     length = [c for f in families.values() for c in experiments.sweep({**base, **f}, crop_s=list(crops_s), seed=seeds)]
-    front = experiments.sweep({**base, "family": "convlstm", "crop_s": crop_s}, pool=list(pools),
-                              depth=list(lstm_depths), seed=seeds)
-    shallow = experiments.sweep({**base, "family": "rescnn", "depth": shallow_cnn_depth, "crop_s": max(crops_s)},
+    hybrid = {k: v for k, v in families["convlstm"].items() if k not in ("depth", "pool")}
+    front = experiments.sweep({**base, **hybrid, "crop_s": crop_s}, pool=list(pools), depth=list(lstm_depths), seed=seeds)
+    shallow = experiments.sweep({**base, **families["rescnn"], "depth": shallow_cnn_depth, "crop_s": longest},
                                 seed=seeds)
-    return {"length": length, "front": front, "shallow": shallow,
-            "all": list(dict.fromkeys(length + front + shallow))}   # a config in two sweeps trains once
+    control = [] if control_s is None else [
+        c for f in ("convlstm", "rescnn")
+        for c in experiments.sweep({**base, **families[f], "crop_s": longest, "shuffle_s": control_s}, seed=seeds)]
+    matched = [] if cnn_width is None else experiments.sweep(
+        {**base, **families["rescnn"], "width": cnn_width, "crop_s": longest}, seed=seeds)
+    return {"length": length, "front": front, "shallow": shallow, "control": control, "matched": matched,
+            "all": list(dict.fromkeys(length + front + shallow + control + matched))}   # one training per config
 
 
 def epoch_mean(record: dict, field: str) -> float:
@@ -61,16 +93,31 @@ def epoch_mean(record: dict, field: str) -> float:
 
 
 def with_measures(runs: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame:
-    """Add model (a readable name), epoch_s, train_samples_per_s and challenge_f1 to each run."""
-    return runs.assign(model=[label(f, d, p) for f, d, p in runs[["family", "depth", "pool"]].values],
+    """Add model (a readable name; a shuffled-segment control or another width says so), epoch_s,
+    train_samples_per_s and challenge_f1 to each run."""
+    widths = runs["width"] if "width" in runs else pd.Series(np.nan, index=runs.index)
+    base_width = widths.mode().iloc[0] if widths.notna().any() else np.nan
+    shuffled = runs["shuffle_s"] if "shuffle_s" in runs else pd.Series(np.nan, index=runs.index)
+    model = [label(f, d, p) + (f", width {w:g} (matched compute)" if w != base_width and not np.isnan(w) else "")
+             + (f", trained on shuffled {sh:g} s segments" if isinstance(sh, (int, float)) and not np.isnan(sh) else "")
+             for f, d, p, w, sh in zip(runs["family"], runs["depth"], runs["pool"], widths, shuffled)]
+    return runs.assign(model=model,
                        epoch_s=[epoch_mean(records[k], "seconds") for k in runs["key"]],
                        train_samples_per_s=[epoch_mean(records[k], "samples_per_s") for k in runs["key"]],
                        challenge_f1=[stats.challenge_f1(records[k]) for k in runs["key"]])
 
 
-def names(families: dict, shallow_cnn_depth: int) -> dict[str, str]:
-    """family -> model name of the length sweep's contenders, plus "shallow" for the shallower residual CNN."""
-    return {**{f: label(**spec) for f, spec in families.items()}, "shallow": label("rescnn", shallow_cnn_depth)}
+def names(families: dict, shallow_cnn_depth: int, cnn_width=None, control_s=None) -> dict[str, str]:
+    """family -> model name of the length sweep's contenders, plus "shallow" for the shallower residual CNN,
+    "matched" for the CNN at matched compute and "<family>-shuffled" for the shuffled-segment controls."""
+    n = {f: label(spec["family"], spec["depth"], spec.get("pool")) for f, spec in families.items()}
+    n["shallow"] = label("rescnn", shallow_cnn_depth)
+    if cnn_width is not None:
+        n["matched"] = f"{n['rescnn']}, width {cnn_width:g} (matched compute)"
+    if control_s is not None:
+        for f in ("convlstm", "rescnn"):
+            n[f"{f}-shuffled"] = f"{n[f]}, trained on shuffled {control_s:g} s segments"
+    return n
 
 
 def palettes(model_names: dict, pools) -> tuple[dict, dict]:
@@ -83,14 +130,17 @@ def palettes(model_names: dict, pools) -> tuple[dict, dict]:
     return palette, dict(zip(pools, shades))
 
 
-def recipe_text(runs: pd.DataFrame, records: dict, base: dict, train_fraction) -> str:
+def recipe_text(runs: pd.DataFrame, records: dict, base: dict, train_fraction, selections: dict) -> str:
     n_train = records[runs["key"].iloc[0]]["train"]["n"]
     n_div = int((runs["status"] != "ok").sum())
-    return (f"Every model trains with the same recipe: at most {base['epochs']} epochs over {train_fraction:.0%} of the "
-            f"training split ({n_train} records), batches of {base['batch_size']}, {recipe(base)}, "
-            "and class-weighted cross-entropy. This is a small budget; the "
-            "learning rate and batch size were chosen in pilot runs so that the recurrent models learn at all within "
-            "it (with 3e-3 and batches of 64 the hybrids stayed near chance in four epochs).\n\n"
+    chosen = "; ".join(f"{label(s.family, s.depth, s.config.get('pool'))}: "
+                       + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.chosen.items())
+                       for s in selections.values())
+    return (f"Every model trains under the book's protocol: at most {base['epochs']} epochs over {train_fraction:.0%} "
+            f"of the training split ({n_train} records), batches of {base['batch_size']}, {recipe(base)}, and "
+            f"class-weighted cross-entropy. Each contender was tuned first, with the same six candidates per family "
+            f"(protocol.select: {' / '.join(dict.fromkeys(s.tried for s in selections.values()))}), on the validation "
+            f"records; selected: {chosen}. The pooling grid and the controls reuse their family's selection.\n\n"
             f"{len(runs)} stored runs are behind this chapter; {n_div} diverged (a diverged run keeps the metrics of "
             "its last finite epoch, or none, and counts with those).")
 
@@ -111,8 +161,13 @@ def measure_speed(specs: dict[str, dict], seconds, fs, width, batch, steps, repe
     return pd.DataFrame(rows)
 
 
+def model_spec(spec: dict) -> dict:
+    """What build_model needs of a contender's spec (its selected training values left out)."""
+    return {k: v for k, v in spec.items() if k in ("family", "depth", "pool")}
+
+
 def speed_specs(families: dict, lstm_depth: int, pools) -> dict[str, dict]:
-    specs = {label(**families["lstm"]): families["lstm"], label(**families["rescnn"]): families["rescnn"]}
+    specs = {label(**model_spec(families[f])): model_spec(families[f]) for f in ("lstm", "rescnn")}
     return specs | {label("convlstm", lstm_depth, p): dict(family="convlstm", depth=lstm_depth, pool=p) for p in pools}
 
 
@@ -177,10 +232,10 @@ def training_speedup_table(train_speed: pd.DataFrame) -> pd.DataFrame:
 
 def fig_length(length_runs: pd.DataFrame, colors: dict):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
-    for ax, metric in ((ax1, "test_macro_f1"), (ax2, "epoch_s")):
+    for ax, metric in ((ax1, "test_score"), (ax2, "epoch_s")):
         ci_lines(ax, stats.summarise(length_runs, ["model", "crop_s"], metric, log=metric == "epoch_s"), x="crop_s",
                  hue="model", logx=True, labels={m: m for m in colors}, colors=colors)
-    ax1.set(xlabel="crop length (s)", ylabel="test macro-F1", title="Accuracy versus length")
+    ax1.set(xlabel="crop length (s)", ylabel="test challenge F1", title="Accuracy versus length")
     ax2.set(xlabel="crop length (s)", ylabel="seconds per epoch (log scale)", yscale="log", title="Cost versus length")
     ax2.legend(loc="upper left", fontsize=9)
     return fig
@@ -189,17 +244,17 @@ def fig_length(length_runs: pd.DataFrame, colors: dict):
 def length_text(length_runs: pd.DataFrame, model_names: dict) -> str:
     longest = length_runs["crop_s"].max()
     at = length_runs[length_runs["crop_s"] == longest]
-    f1 = stats.summarise(at, ["model"], "test_macro_f1").set_index("model")
+    f1 = stats.summarise(at, ["model"], "test_score").set_index("model")
     t = stats.summarise(at, ["model"], "epoch_s", log=True).set_index("model")
     return f"At {longest:g} s crops: " + "; ".join(
-        f"{n} test macro-F1 {fmt_ci(*f1.loc[n, ['mean', 'low', 'high']])} at {t.loc[n, 'mean']:.1f} s per epoch"
+        f"{n} test challenge F1 {fmt_ci(*f1.loc[n, ['mean', 'low', 'high']])} at {t.loc[n, 'mean']:.1f} s per epoch"
         for f, n in model_names.items() if f != "shallow" and n in f1.index) + "."
 
 
 def pareto(runs: pd.DataFrame, crop_s) -> pd.DataFrame:
-    """Test macro-F1 and seconds per epoch (geometric) per model at one crop; `front`: nothing faster is better."""
-    at = runs[runs["crop_s"] == crop_s]
-    acc = stats.summarise(at, ["model", "family", "pool", "depth"], "test_macro_f1")
+    """Test challenge F1 and seconds per epoch (geometric) per model at one crop; `front`: nothing faster is better."""
+    at = runs[(runs["crop_s"] == crop_s) & ~runs["model"].str.contains("shuffled")]   # controls see other data
+    acc = stats.summarise(at, ["model", "family", "pool", "depth"], "test_score")
     cost = stats.summarise(at, ["model"], "epoch_s", log=True).set_index("model").add_suffix("_s")
     p = acc.join(cost, on="model").sort_values("mean_s").reset_index(drop=True)
     return p.assign(front=p["mean"] >= p["mean"].cummax())
@@ -221,14 +276,14 @@ def fig_pareto(p: pd.DataFrame, pool_colors: dict, crop_s):
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     ax.plot(p.loc[p["front"], "mean_s"], p.loc[p["front"], "mean"], "--", color="0.4", lw=1)
     ax.set_xscale("log")
-    ax.set(xlabel="seconds per training epoch (log scale)", ylabel="test macro-F1",
+    ax.set(xlabel="seconds per training epoch (log scale)", ylabel="test challenge F1",
            title=f"Accuracy versus training cost at {crop_s:g} s crops")
     return fig
 
 
 def pareto_table(p: pd.DataFrame) -> pd.DataFrame:
     return p[["model", "mean", "low", "high", "n", "mean_s", "front"]].rename(
-        columns={"mean": "test macro-F1", "n": "seeds", "mean_s": "s per epoch", "front": "Pareto"})
+        columns={"mean": "test challenge F1", "n": "seeds", "mean_s": "s per epoch", "front": "Pareto"})
 
 
 # ---- 4. order ----
@@ -246,9 +301,9 @@ def permutation_drops(runs: pd.DataFrame, records: dict) -> pd.DataFrame:
 def receptive_fields(families: dict, model_names: dict, shallow_cnn_depth: int, width: int) -> dict[str, int]:
     """Analytical receptive fields (samples): the two residual CNNs and the hybrid's conv front end."""
     k = len(CINC_CLASSES)
-    return {model_names["rescnn"]: build_model(width=width, n_classes=k, **families["rescnn"]).receptive_field,
+    return {model_names["rescnn"]: build_model(width=width, n_classes=k, **model_spec(families["rescnn"])).receptive_field,
             model_names["shallow"]: build_model("rescnn", shallow_cnn_depth, width, n_classes=k).receptive_field,
-            model_names["convlstm"]: build_model(width=width, n_classes=k, **families["convlstm"]).receptive_field}
+            model_names["convlstm"]: build_model(width=width, n_classes=k, **model_spec(families["convlstm"])).receptive_field}
 
 
 def rf_text(rf: dict, model_names: dict, fs) -> str:
@@ -321,9 +376,11 @@ def order_text(order: pd.DataFrame, o: dict, rf: dict, model_names: dict, fs) ->
 # ---- 5. published scores ----
 
 def best_models(runs: pd.DataFrame) -> dict[str, pd.Series]:
-    """Per family, the (model, crop) with the best mean validation macro-F1: not selected on the test set."""
-    by_model = runs.groupby(["model", "family", "crop_s"], as_index=False)["val_macro_f1"].mean()
-    return {f: by_model[by_model["family"] == f].sort_values("val_macro_f1", na_position="first").iloc[-1]
+    """Per family, the (model, crop) with the best mean validation score (challenge F1): not selected on the test
+    set. The controls (shuffled-segment training, the matched-compute width) are not candidates."""
+    runs = runs[~runs["model"].str.contains("shuffled|matched")]
+    by_model = runs.groupby(["model", "family", "crop_s"], as_index=False)["val_score"].mean()
+    return {f: by_model[by_model["family"] == f].sort_values("val_score", na_position="first").iloc[-1]
             for f in ("convlstm", "rescnn", "lstm") if (by_model["family"] == f).any()}
 
 
@@ -346,14 +403,62 @@ def published_table(runs: pd.DataFrame, best: dict, fs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ---- 6. controls: shuffled-segment training and matched compute ----
+
+def control_effect(runs: pd.DataFrame, model_names: dict) -> pd.Series:
+    """What order beyond control_s is worth to the hybrid beyond what it is worth to the CNN: per seed, (intact -
+    shuffled-trained) test challenge F1 of the hybrid minus the same of the CNN, at the longest crop."""
+    longest = runs["crop_s"].max()
+    at = runs[runs["crop_s"] == longest].set_index(["model", "seed"])["test_score"]
+    get = lambda name: at.xs(name, level="model") if name in at.index.get_level_values("model") else pd.Series(dtype=float)
+    loss = lambda f: get(model_names[f]) - get(model_names.get(f"{f}-shuffled", ""))
+    d = (loss("convlstm") - loss("rescnn")).dropna()
+    mean, low, high = stats.mean_ci(d)
+    return pd.Series({"mean": mean, "low": low, "high": high, "n": len(d)})
+
+
+def matched_effect(runs: pd.DataFrame, model_names: dict) -> pd.Series:
+    """The hybrid minus the residual CNN at matched compute, test challenge F1 at the longest crop, paired by seed."""
+    longest = runs["crop_s"].max()
+    at = runs[(runs["crop_s"] == longest) & runs["model"].isin([model_names["convlstm"], model_names.get("matched")])]
+    at = at.assign(who=np.where(at["model"] == model_names["convlstm"], "hybrid", "cnn"))
+    return stats.paired_diff(at, "who", "test_score", "hybrid", "cnn", missing="nan").iloc[0]
+
+
+def compute_table(families: dict, model_names: dict, width: int, cnn_width, fs, crop_s) -> pd.DataFrame:
+    """Parameters and forward FLOPs per crop of each contender: what 'matched compute' matches."""
+    k, length = len(CINC_CLASSES), int(round(crop_s * fs))
+    specs = {model_names[f]: (model_spec(families[f]), width) for f in ("lstm", "convlstm", "rescnn")}
+    if cnn_width is not None:
+        specs[model_names["matched"]] = (model_spec(families["rescnn"]), cnn_width)
+    rows = []
+    for name, (spec, w) in specs.items():
+        m = build_model(width=w, n_classes=k, **spec)
+        rows.append({"model": name, "width": w, "parameters": m.n_params,
+                     f"MFLOPs per {crop_s:g} s crop": flops_per_sample(m, length) / 1e6})
+    return pd.DataFrame(rows)
+
+
+def controls_text(control: pd.Series, matched: pd.Series, control_s, cnn_width) -> str:
+    return (f"Shuffled-segment control: what order beyond {control_s:g} s is worth to the hybrid minus what it is "
+            f"worth to the CNN (each trained and tested on intact versus shuffled segments, challenge F1, paired by "
+            f"seed): {fmt_ci(control['mean'], control['low'], control['high'])}. A value near zero means the task "
+            f"rewards the hybrid's sense of order no more than the CNN's. Matched compute: the hybrid minus the residual "
+            f"CNN of width {cnn_width:g}, challenge F1: {fmt_ci(matched['mean'], matched['low'], matched['high'])}.")
+
+
 # ---- the verdict ----
 
-def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, model_names: dict, pool) -> Verdict:
+def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, model_names: dict, pool,
+        control: pd.Series | None = None, matched: pd.Series | None = None) -> Verdict:
     """C12 = all_of(speed, order, accuracy), at the longest crop:
     speed: log training speed-up of the hybrid over the LSTM (paired by seed) above zero beyond the margin, and the
       hybrid's log speed closer to the CNN's than to the LSTM's (log speed-up minus half the CNN's, paired by seed);
-    order: the hybrid's macro-F1 drop under shuffling of the longest segments minus the deep CNN's, above zero;
-    accuracy: the best hybrid (validation) minus the LSTM at the same crop, test macro-F1, above zero."""
+    order: the hybrid's macro-F1 drop under shuffling of the longest segments minus the deep CNN's, above zero; and,
+      where the shuffled-segment control ran, order pays: training on shuffled segments costs the hybrid more
+      challenge F1 than it costs the CNN;
+    accuracy: the best hybrid (validation) minus the LSTM at the same crop, test challenge F1, above zero; and, where
+      the matched-compute CNN ran, the hybrid not worse than it by more than the margin."""
     longest = runs["crop_s"].max()
     length = runs[runs["model"].isin([model_names[f] for f in ("lstm", "convlstm", "rescnn")])
                   & (runs["crop_s"] == longest)]
@@ -366,7 +471,7 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
     b = best.get("convlstm")
     if b is not None and "lstm" in best:
         pair = runs[(runs["crop_s"] == b["crop_s"]) & runs["model"].isin([b["model"], model_names["lstm"]])]
-        acc = stats.paired_diff(pair, "family", "test_macro_f1", "convlstm", "lstm", missing="nan").iloc[0]
+        acc = stats.paired_diff(pair, "family", "test_score", "convlstm", "lstm", missing="nan").iloc[0]
     else:
         acc = pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
     d = o["hyb_vs_cnn"]
@@ -375,19 +480,25 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
         "faster than the LSTM": judge(*est(faster), m("log_speedup"), what="log training speed-up, hybrid / LSTM"),
         "closer to the CNN's speed": judge(*est(toward_cnn), m("log_speedup"),
                                            what="log speed-up over the LSTM minus half the CNN's")})
-    j = all_of({
-        "speed": speed,
-        "order": judge(d["mean"], d["low"], d["high"], int(d["n"]), m("drop"),
-                       what=f"shuffle drop at {o['big']:g} s, hybrid - deep CNN"),
-        "accuracy": judge(acc["mean"], acc["low"], acc["high"], int(acc["n"]), m("test_macro_f1"),
-                          what="test macro-F1, best hybrid - LSTM")})
+    order = {"shuffled test segments": judge(d["mean"], d["low"], d["high"], int(d["n"]), m("drop"),
+                                             what=f"shuffle drop at {o['big']:g} s, hybrid - deep CNN")}
+    if control is not None:
+        order["order pays"] = judge(control["mean"], control["low"], control["high"], int(control["n"]), m("drop"),
+                                    what="loss from shuffled-segment training, hybrid - CNN")
+    accuracy = {"better than the LSTM": judge(acc["mean"], acc["low"], acc["high"], int(acc["n"]), m("test_score"),
+                                              what="test challenge F1, best hybrid - LSTM")}
+    if matched is not None:
+        accuracy["not worse than the CNN at matched compute"] = not_worse(
+            matched["mean"], matched["low"], matched["high"], int(matched["n"]), m("test_score"),
+            what="test challenge F1, hybrid - CNN at matched compute")
+    j = all_of({"speed": speed, "order": all_of(order), "accuracy": all_of(accuracy)})
     tr = train_speed[train_speed["crop_s"] == longest].set_index("family")
     ratio = lambda f: fmt_ci(*tr.loc[f, ["mean", "low", "high"]], 2) if f in tr.index else "n/a"
     summary = (f"Speed: at {longest:g} s the hybrid (pool {pool}) trains {ratio('convlstm')}× as fast as the LSTM, the "
                f"residual CNN {ratio('rescnn')}×. Order: shuffling {o['big']:g} s segments costs the hybrid "
                f"{drop_of(o, model_names['convlstm'])} macro-F1, the deep CNN {drop_of(o, model_names['rescnn'])}, the "
                f"LSTM {drop_of(o, model_names['lstm'])}. Accuracy: best hybrid "
-               f"({b['model'] if b is not None else 'none'}) minus LSTM, test macro-F1 "
+               f"({b['model'] if b is not None else 'none'}) minus LSTM, test challenge F1 "
                f"{fmt_ci(acc['mean'], acc['low'], acc['high'])}.")
     return Verdict.of(j, claim="C12", chapter="hybrids", summary=summary, figure="fig-hybrids-throughput",
                       runs=sorted(runs["key"]),
