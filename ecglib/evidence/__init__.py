@@ -19,7 +19,7 @@ def keys(*frames: pd.DataFrame) -> list[str]:
 
 SCHEDULES = {"plateau": "a one-epoch warm-up, then the rate cut 0.3x after 2 epochs without a better validation score",
              "onecycle": "a one-cycle schedule", "cosine": "cosine decay"}
-SCORES = {"mitdb": "macro-F1 over N, S, V, F", "cinc2017": "the challenge F1 over N, A, O", "synthetic": "macro-F1"}
+SCORES = {"mitdb": "macro-F1 over N, S, V, F", "cinc2017": "challenge F1 over N, A, O", "synthetic": "macro-F1"}
 
 
 def recipe(base: dict) -> str:
