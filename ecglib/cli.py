@@ -1,4 +1,4 @@
-"""Command line: `python -m ecglib fetch | data summary | bench | build | runs`.
+"""Command line: `python -m ecglib fetch | data summary | bench | build | verify | runs`.
 
 Each subcommand imports its module lazily so that `--help` and `fetch` stay fast
 and do not import torch.
@@ -66,6 +66,31 @@ def _runs(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    from ecglib import experiments, versions
+
+    print(experiments.describe_store())
+    print(f"today's training code: {versions.code_version()}")
+    if args.list:
+        runs = experiments.load_runs()
+        table = runs.assign(certified_as=versions.canonical(runs["code"]).to_numpy()).groupby(
+            ["code", "certified_as"], dropna=False).size().rename("runs").reset_index()
+        print(table.to_string(index=False) if len(table) else "no stored runs")
+        return 0
+    df = versions.verify(args.runs)
+    if df.empty:
+        print("every stored run is of today's training code (or certified equivalent): nothing to verify")
+        return 0
+    print(df.to_string(index=False))
+    bad = sorted(df.loc[~df["same"], "code"].unique())
+    certified = sorted(set(df["code"]) - set(bad))
+    if certified:
+        print(f"certified equivalent to today's code: {', '.join(certified)} (in {versions.EQUIVALENCE_FILE})")
+    if bad:
+        print(f"trained differently: {', '.join(bad)}; their runs stay flagged (re-run them with --fresh)")
+    return 1 if bad else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ecglib", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -102,6 +127,11 @@ def parser() -> argparse.ArgumentParser:
     bu.add_argument("--dry-run", action="store_true",
                     help="validate, print which chapters would execute with which parameters, and stop")
     bu.set_defaults(func=_build)
+
+    v = sub.add_parser("verify", help="retrain a few stored runs of older training code; certify it if nothing changed")
+    v.add_argument("--runs", type=int, default=2, help="runs retrained per older code version (the cheapest)")
+    v.add_argument("--list", action="store_true", help="only list the stored runs' code versions; retrain nothing")
+    v.set_defaults(func=_verify)
 
     r = sub.add_parser("runs", help="list stored runs with their metrics")
     r.add_argument("--json", action="store_true")

@@ -11,7 +11,6 @@ a chapter executed again with the same parameters trains nothing.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import itertools
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 
 import ecglib
 from ecglib import files
+from ecglib.versions import code_version, code_version_at
 
 STORE_FORMAT = 2    # bump when a record's meaning changes: every key changes with it
 # 2: the training protocol (plateau schedule, early stopping on the scored classes, forget-gate bias 1, readout
@@ -414,59 +414,6 @@ def execute(config: RunConfig) -> dict:
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     })
-
-
-# What decides how a run trains: these modules whole, and these functions of this one. code_version hashes their
-# code (docstrings and comments left out), so a store can tell runs of different training code apart.
-TRAINING_MODULES = ("data", "models", "train", "synthetic")
-TRAINING_FUNCTIONS = ("_subset", "load_splits", "validation_fold", "scored_classes", "make_datasets", "build",
-                      "execute")
-
-
-def _code_digest(sources: dict[str, str]) -> str:
-    import ast
-
-    def strip(tree):
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-                node.body = body[1:] or [ast.Pass()]
-        return ast.dump(tree)
-
-    trees = {name: ast.parse(src) for name, src in sources.items()}
-    own = trees.pop("experiments")
-    parts = [strip(trees[m]) for m in TRAINING_MODULES]
-    parts += [strip(n) for n in own.body if isinstance(n, ast.FunctionDef) and n.name in TRAINING_FUNCTIONS]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
-
-
-def code_version() -> str:
-    """Hash of the training code this process runs (TRAINING_MODULES and TRAINING_FUNCTIONS): two runs with the
-    same code_version trained the same way. A change to a comment or docstring keeps it; any code change, even a
-    neutral one, moves it, so a store that mixes versions is flagged, never silently pooled."""
-    pkg = Path(__file__).parent
-    return _code_digest({m: (pkg / f"{m}.py").read_text() for m in (*TRAINING_MODULES, "experiments")})
-
-
-def code_version_at(commit: str) -> str | None:
-    """code_version of a past commit of this checkout (for runs stored before runs recorded it), or None when the
-    commit is dirty, unknown or not in this clone's history."""
-    if not commit or commit.endswith("-dirty") or commit == "unknown":
-        return None
-    return _code_version_at(commit)
-
-
-@functools.lru_cache(maxsize=None)
-def _code_version_at(commit: str) -> str | None:
-    sources = {}
-    for m in (*TRAINING_MODULES, "experiments"):
-        try:
-            sources[m] = subprocess.run(["git", "show", f"{commit}:ecglib/{m}.py"], cwd=files.ROOT, capture_output=True,
-                                        text=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    return _code_digest(sources)
 
 
 def git_commit() -> str:

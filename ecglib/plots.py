@@ -83,7 +83,11 @@ def provenance(runs: pd.DataFrame, profile: str) -> None:
     seeds = sorted(int(s) for s in runs["seed"].unique()) if "seed" in runs else []
     devices = ", ".join(sorted(map(str, runs["device"].dropna().unique()))) if "device" in runs else "?"
     commits = ", ".join(sorted(map(str, runs["commit"].dropna().unique())))[:60] if "commit" in runs else "?"
-    codes = runs["code"].fillna("unknown").value_counts() if "code" in runs else pd.Series(dtype=int)
+    if "code" in runs:   # certified-equivalent versions (python -m ecglib verify) count as one
+        from ecglib.versions import canonical
+        codes = canonical(runs["code"]).fillna("unknown").value_counts()
+    else:
+        codes = pd.Series(dtype=int)
     wall = runs["wall_s"].sum() / 60 if "wall_s" in runs else float("nan")
     display(Markdown(
         f"<small>Provenance: profile `{profile}` · {len(runs)} stored runs · seeds {seeds} · "
@@ -98,8 +102,9 @@ def mixed_code_warning(codes: pd.Series) -> str:
     """A warning admonition for runs of several training-code versions (version -> number of runs)."""
     counts = ", ".join(f"`{v}`: {n} runs" for v, n in codes.items())
     return (":::{warning}\nThe runs behind this output come from more than one version of the training code "
-            f"({counts}). They may not have trained alike; re-run the older ones (`python -m ecglib build --fresh`) "
-            "before citing a comparison between them.\n:::")
+            f"({counts}). They may not have trained alike: `python -m ecglib verify` retrains a few of the older runs "
+            "and certifies their version when nothing changed; otherwise re-run them (`python -m ecglib build "
+            "--fresh`) before citing a comparison between them.\n:::")
 
 
 def table(df: pd.DataFrame, name: str, floatfmt: str = "{:.3f}") -> None:

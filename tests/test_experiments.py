@@ -301,6 +301,7 @@ def test_shuffled_segment_option_is_cinc_only_and_keyless_when_off():
 
 
 def test_code_version_moves_with_training_code_not_with_its_prose():
+    from ecglib import versions as ex   # the hash lives in versions.py; experiments records it
     pkg = Path(ex.__file__).parent
     sources = {m: (pkg / f"{m}.py").read_text() for m in (*ex.TRAINING_MODULES, "experiments")}
     base = ex._code_digest(sources)

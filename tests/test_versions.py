@@ -1,0 +1,46 @@
+"""Training-code versions: a store that mixes them is checked by retraining, and certified only when equal."""
+import json
+
+import pandas as pd
+
+from ecglib import experiments as ex
+from ecglib import versions
+
+TINY = {"dataset": "synthetic", "n_train": 64, "length": 160, "width": 8, "epochs": 1, "batch_size": 32}
+
+
+def _age(store, key, code="0ldc0de0ld00", **metric):
+    """Pretend a stored run came from older training code (and, with metric, that it scored differently)."""
+    path = store / f"{key}.json"
+    record = json.loads(path.read_text())
+    record["provenance"]["code"] = code
+    for name, value in metric.items():
+        record["test"][name] = value
+    path.write_text(json.dumps(record))
+
+
+def test_verify_certifies_an_older_version_only_when_its_runs_retrain_identically(store, one_thread):
+    configs = ex.sweep(TINY, family=["cnn", "gru"])
+    ex.run_sweep(configs, progress=False)
+    assert set(ex.load_runs()["code"]) == {versions.code_version()}
+    assert versions.verify().empty                          # nothing older: nothing to do
+    for c in configs:
+        _age(store, c.key)
+    report = versions.verify(runs_per_version=2)
+    assert report["same"].all() and len(report) == 2, report
+    assert set(versions.canonical(ex.load_runs()["code"])) == {versions.code_version()}
+    assert versions.equivalences()[0]["from"] == "0ldc0de0ld00"
+    # a version whose runs do not come out the same stays apart
+    _age(store, configs[0].key, code="d1ffe4e4d1ff", acc=0.123)
+    report = versions.verify(runs_per_version=1)
+    assert not report["same"].any() and "test acc: 0.123" in report["differences"].iloc[0]
+    assert "d1ffe4e4d1ff" in set(versions.canonical(ex.load_runs()["code"]))
+
+
+def test_canonical_joins_chains_of_equivalent_versions(store):
+    store.mkdir()
+    (store / versions.EQUIVALENCE_FILE).write_text(json.dumps({"equivalent": [
+        {"from": "aaa", "to": "bbb", "runs": [], "checked_at": ""},
+        {"from": "bbb", "to": "ccc", "runs": [], "checked_at": ""}]}))
+    named = versions.canonical(pd.Series(["aaa", "bbb", "ccc", "zzz", None]))
+    assert len(set(named[:3])) == 1 and named[3] == "zzz" and pd.isna(named[4])
