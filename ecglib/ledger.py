@@ -120,30 +120,36 @@ def export(dest, profiles: dict | None = None, store=None) -> list[Path]:
 
     One row per verdict with its provenance, so a report can cite a verdict: the store keys of the
     runs behind it, the commit(s) of the code that trained them (the book's own commit for verdicts
-    computed without training) and the profile its chapter ran with (`profiles`: chapter -> name).
+    computed without training), their training-code version(s) (versions.code_version; one version means
+    they trained alike) and the profile its chapter ran with (`profiles`: chapter -> name).
     Columns a chapter's verdicts do not carry (e.g. margin, reason) are left out, never invented."""
-    from ecglib import __version__, experiments
+    from ecglib import __version__, experiments, versions
 
     dest = Path(dest)
     df = load()
     book_commit = experiments.git_commit()
     store_dir = experiments.store_dir(store)
 
+    provenance = {}
+    for key in {k for keys in df["runs"] for k in keys}:
+        path = store_dir / f"{key}.json"
+        provenance[key] = json.loads(path.read_text()).get("provenance", {}) if path.exists() else None
+
     def commits(keys: list[str]) -> str:
-        found = set()
-        for key in keys:
-            path = store_dir / f"{key}.json"
-            if path.exists():
-                found.add(json.loads(path.read_text()).get("provenance", {}).get("commit", "unknown"))
-            else:
-                found.add("missing from the store")
+        found = {"missing from the store" if provenance[k] is None else provenance[k].get("commit", "unknown")
+                 for k in keys}
         return " ".join(sorted(found)) if keys else book_commit
+
+    def training_code(keys: list[str]) -> str:
+        """The training-code versions of the runs (certified-equivalent ones named as one): one means alike."""
+        codes = [p.get("code") or versions.code_version_at(p.get("commit", "")) for p in map(provenance.get, keys) if p]
+        return " ".join(sorted(set(versions.canonical(pd.Series(codes, dtype=object), store).fillna("unknown"))))
 
     first = [c for c in ("claim", "chapter", "verdict", "effect", "value", "low", "high", "margin", "reason")
              if c in df.columns]
     df = df[first + [c for c in df.columns if c not in first and c != "runs"]].assign(
         n_runs=df["runs"].map(len), runs=df["runs"],
-        code_version=df["runs"].map(commits),
+        code_version=df["runs"].map(commits), training_code=df["runs"].map(training_code),
         profile=df["chapter"].map(profiles or {}))
     # pandas writes NaN as null in JSON and as an empty field in CSV
     df.assign(runs=df["runs"].map(" ".join)).to_csv(dest / "ledger.csv", index=False)

@@ -10,7 +10,7 @@ def test_export_writes_parseable_csv_and_json_with_provenance(tmp_path, monkeypa
     store = tmp_path / "results"
     monkeypatch.setenv("ECGLIB_RESULTS", str(store))
     store.mkdir()
-    (store / "abc.json").write_text(json.dumps({"provenance": {"commit": "1234567890ab"}}))
+    (store / "abc.json").write_text(json.dumps({"provenance": {"commit": "1234567890ab", "code": "c0de"}}))
     ledger.save("depth", [
         ledger.Verdict("C8", "depth", "refuted", "s", "ratio", 0.5, 0.25, 0.75, runs=["abc", "gone"]),
         ledger.Verdict("C1", "depth", "inconclusive", "s", "difference", 0.1, float("nan"), float("nan"),
@@ -27,7 +27,8 @@ def test_export_writes_parseable_csv_and_json_with_provenance(tmp_path, monkeypa
     c1, c8, c10 = table.to_dict("records")
     assert c8["runs"] == "abc gone" and c8["n_runs"] == 2
     assert c8["code_version"] == "1234567890ab missing from the store" and c8["profile"] == "smoke"
-    assert pd.isna(c1["low"]) and c1["code_version"] == "1234567890ab"
+    assert pd.isna(c1["low"]) and c1["code_version"] == "1234567890ab" and c1["training_code"] == "c0de"
+    assert c8["training_code"] == "c0de"   # the missing run has no code to name
     assert c10["n_runs"] == 0 and c10["code_version"] == experiments.git_commit() and pd.isna(c10["profile"])
 
     doc = json.loads(json_path.read_text())
