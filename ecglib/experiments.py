@@ -117,6 +117,8 @@ class RunConfig:
                              f"{', '.join(models.NORMS[self.family])}, or null for the family's own")
         if self.lag is not None and self.dataset != "synthetic":
             raise ValueError(f"lag (the lag task) needs dataset synthetic, not {self.dataset!r}")
+        if self.lag is not None and self.lag >= self.length:
+            raise ValueError(f"lag {self.lag} needs sequences longer than it: set length >= {self.lag + 1}")
         if self.rr and self.dataset != "mitdb":
             raise ValueError(f"rr (RR-interval channels) needs dataset mitdb, not {self.dataset!r}")
         if ("permute" in self.probes) != bool(self.permute_s):
