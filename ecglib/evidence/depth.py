@@ -269,10 +269,12 @@ def describe(base: dict, what: str) -> str:
     window = sum(base.get("window", experiments.RunConfig().window))
     extra = (f", {base['crop_s']:g} s crops" if base["dataset"] == "cinc2017"
              else f", {window:g} s windows around each R peak")
-    batches = "whole epochs" if base.get("max_batches") is None else f"at most {base['max_batches']} batches per epoch"
-    return (f"- **{DATASETS[base['dataset']]}** ({what}): {base['fs']:g} Hz{extra}, "
-            f"{base['train_fraction']:.0%} of the training split, width {base['width']}, "
-            f"at most {base['epochs']} epoch(s) ({batches}); {recipe(base)}.")
+    c = experiments.RunConfig(**base)
+    batches = "whole epochs" if c.max_batches is None else f"at most {c.max_batches} batches per epoch"
+    cap = "" if c.cap_per_class is None else f", at most {c.cap_per_class} of each class"
+    return (f"- **{DATASETS[c.dataset]}** ({what}): {c.fs:g} Hz{extra}, "
+            f"{c.train_fraction:.0%} of the training split{cap}, width {c.width}, "
+            f"at most {c.epochs} epoch(s) ({batches}); {recipe(base)}.")
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
