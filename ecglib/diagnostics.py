@@ -1,5 +1,5 @@
-"""Measurements on models rather than on data: gradient flow across depth (per layer) and across time
-(per input sample), receptive fields (exact support and effective width), throughput, and a probe of
+"""Measurements on models rather than on data: gradient flow across depth and time (one matrix, state_gradients),
+input gradients for saliency, receptive fields (exact support and effective width), throughput, and a probe of
 order sensitivity (shuffled segments).
 
 Functions that differentiate a model in eval mode disable cuDNN while they do: cuDNN's RNN kernels
@@ -22,7 +22,8 @@ def _device_of(model):
 
 
 def _targets(logits, target):
-    """Per-example class indices: the predicted class (None), one class for all (int), or a tensor [B]."""
+    """Per-example class indices: one class for all (int) or a tensor [B] (e.g. the true labels); None means each
+    example's predicted class, for inputs whose label is unknown."""
     if target is None:
         return logits.argmax(1)
     if isinstance(target, int):
@@ -42,6 +43,111 @@ def grad_norms_per_layer(model, x, y) -> dict[str, float]:
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return norms
+
+
+def strides(model) -> list[int]:
+    """Input samples per position of each of model.layers' outputs: 2**(poolings before the layer) in a conv
+    trunk (tcn: 1), the front end's pooling in convlstm, 1 in a pure recurrent stack."""
+    if hasattr(model, "pool_after"):
+        return [2 ** sum(p < i for p in model.pool_after) for i in range(len(model.layers))]
+    pool = 1 if model.front is None else model.front[-1].kernel_size
+    return [pool[0] if isinstance(pool, tuple) else pool] * len(model.layers)
+
+
+class _Unrolled(torch.nn.Module):
+    """A copy of one unidirectional nn.RNN/LSTM/GRU layer, run step by step, with a zero added to its state h_t at
+    every step. The gradient of that zero is the full d loss / d h_t: through the layers above AND through the
+    layer's own later steps. (The output tensor of the fused layer only sees the first path: its recurrence
+    works on an internal copy of h_t.)"""
+
+    def __init__(self, layer):
+        super().__init__()
+        if layer.bidirectional or layer.num_layers != 1:
+            raise ValueError("state_gradients needs unidirectional one-layer recurrent modules")
+        kind = {torch.nn.LSTM: torch.nn.LSTMCell, torch.nn.GRU: torch.nn.GRUCell}.get(type(layer), torch.nn.RNNCell)
+        extra = {"nonlinearity": layer.nonlinearity} if kind is torch.nn.RNNCell else {}
+        self.cell = kind(layer.input_size, layer.hidden_size, bias=layer.bias, **extra).to(layer.weight_ih_l0)
+        self.cell.load_state_dict({k.removesuffix("_l0"): v for k, v in layer.state_dict().items()})
+        self.lstm = kind is torch.nn.LSTMCell
+        self.probe = None
+
+    def forward(self, x):   # x [B, L, C] (batch_first) -> ([B, L, H], None)
+        b, length = x.shape[:2]
+        self.probe = torch.zeros(b, length, self.cell.hidden_size, dtype=x.dtype, requires_grad=True)
+        h = x.new_zeros(b, self.cell.hidden_size)
+        c = h.clone()
+        out = []
+        for t in range(length):
+            if self.lstm:
+                h, c = self.cell(x[:, t], (h, c))
+            else:
+                h = self.cell(x[:, t], h)
+            h = h + self.probe[:, t]
+            out.append(h)
+        return torch.stack(out, 1), None
+
+
+def state_gradients(model, x, y, readout: str | None = "last") -> np.ndarray:
+    """|d loss / d h^l_t|: the gradient of the loss with respect to the hidden state h^l (the output of
+    model.layers[l]) at each input sample t, as a [layers, L'] array for an input x [B, C, L] with labels y
+    (L' <= L: see time).
+
+    One measure across depth and time, so that both attenuations come from one matrix of one model:
+    - loss: unweighted cross-entropy of the true labels, summed over the batch (each example's own gradient),
+      read from the trunk's last position (readout="last", the default) whatever readout the model was built
+      with: this is Pascanu et al.'s (2013) dE_T / dh_t, and the matrix's last column is then the path across
+      layers only and its last row the path across time only. A pooled readout (readout=None keeps the
+      model's own) feeds the loss into every step directly, so its rows show no decay whatever the recurrence
+      does;
+    - size: the root mean square over the layer's units and the batch (L2 norm / sqrt(units)), so a wider
+      layer does not look stronger;
+    - time: a recurrent layer has one state per step of its input; a conv layer after k 2x poolings has one
+      position per s = 2**k input samples (convlstm's LSTM layers: s = its pool). Input sample t reads position
+      min(t // s, positions - 1), and the value is divided by s: a pooled position's gradient spread evenly
+      over the s samples it averages (exactly what average pooling's backward pass does), so pooling by itself
+      neither adds nor removes gradient;
+      x is first cut at its start to a multiple of the largest stride, so that every sample left reaches
+      every layer (pooling drops a remainder at the end) and the last column lies on the readout's path;
+    - precision: float64 on the CPU, on a deep copy of the model: in float32 a gradient below ~1e-7 of the
+      largest one is rounding noise, and decay across long sequences goes far below that;
+    - mode: training mode (batch norm normalises by the batch, as in training) with dropout off.
+    The model itself is left untouched.
+    """
+    m = copy.deepcopy(model).double().cpu().train()
+    if readout == "last":
+        m.readout = lambda h: h[:, :, -1]   # on the copy only: an instance attribute shadows the method
+    elif readout is not None:
+        raise ValueError(f"readout={readout!r} is invalid; it must be 'last' or None (the model's own)")
+    for module in m.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    states = []
+
+    def keep(layer, inputs, output):   # a conv layer's output is its state: nothing else reads it
+        output.retain_grad()
+        states.append(output)
+
+    for i, layer in enumerate(m.layers):
+        if isinstance(layer, torch.nn.RNNBase):
+            m.layers[i] = _Unrolled(layer)
+        else:
+            layer.register_forward_hook(keep)
+    x = x[..., x.shape[-1] % max(strides(m)):]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # thousands of tiny per-step ops: thread hand-offs would cost more than the work
+    try:
+        logits = m(x.detach().cpu().double())
+        F.cross_entropy(logits, torch.as_tensor(y).long().cpu(), reduction="sum").backward()
+    finally:
+        torch.set_num_threads(threads)
+    grads = [layer.probe.grad.transpose(1, 2) if isinstance(layer, _Unrolled) else states.pop(0).grad
+             for layer in m.layers]   # each [B, units, positions]
+    length = x.shape[-1]
+    rows = []
+    for g, s in zip(grads, strides(m)):
+        rms = g.pow(2).mean((0, 1)).sqrt().numpy() / s
+        rows.append(rms[np.minimum(np.arange(length) // s, len(rms) - 1)])
+    return np.stack(rows)
 
 
 def input_gradient(model, x, target=None) -> torch.Tensor:

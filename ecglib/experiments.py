@@ -74,6 +74,7 @@ class RunConfig:
     pool: int = 8
     readout: str = "mean"
     forget_bias: float = 1.0             # lstm, gru, reslstm, convlstm: the gate bias that keeps the state
+    norm: str | None = None              # None: the family's own (conv: batch norm; recurrent: none); models.NORMS
     # training (train.py's protocol)
     epochs: int = 50                     # a budget; early stopping ends a converged run before it
     batch_size: int = 128
@@ -91,6 +92,7 @@ class RunConfig:
     # fields added after store format 2 (in a run's key only when set: see key)
     shuffle_s: float | None = None       # cinc2017: train, validate and test on inputs cut into segments of this
                                          # many seconds and shuffled (C12's order control); None: intact
+    lag: int | None = None               # synthetic: None = the pattern-span task; k = the lag task (lag_splits)
 
     def __new__(cls, **kwargs):
         # A dataclass would raise TypeError without the valid names; say which key is wrong and what is allowed.
@@ -117,6 +119,13 @@ class RunConfig:
         if self.shuffle_s is not None and self.dataset != "cinc2017":
             raise ValueError(f"shuffle_s (shuffled segments) needs dataset cinc2017, not {self.dataset!r}: a beat "
                              "window is too short to cut into segments")
+        if self.norm is not None and self.norm not in models.NORMS[self.family]:
+            raise ValueError(f"norm {self.norm!r} is not valid for {self.family}; valid: "
+                             f"{', '.join(models.NORMS[self.family])}, or null for the family's own")
+        if self.lag is not None and self.dataset != "synthetic":
+            raise ValueError(f"lag (the lag task) needs dataset synthetic, not {self.dataset!r}")
+        if self.lag is not None and self.lag >= self.length:
+            raise ValueError(f"lag {self.lag} needs sequences longer than it: set length >= {self.lag + 1}")
         if self.rr and self.dataset != "mitdb":
             raise ValueError(f"rr (RR-interval channels) needs dataset mitdb, not {self.dataset!r}")
         if ("permute" in self.probes) != bool(self.permute_s):
@@ -144,7 +153,7 @@ _FORMAT_FIELDS = frozenset((
     "conv_depth", "pool", "readout", "forget_bias", "epochs", "batch_size", "lr", "weight_decay", "schedule",
     "clip", "patience", "class_weighted", "max_batches", "seed", "probes", "permute_s"))
 
-_MODEL_OPTIONS = ("kernel_size", "dropout", "bidirectional", "conv_depth", "pool", "readout", "forget_bias")
+_MODEL_OPTIONS = ("kernel_size", "dropout", "bidirectional", "conv_depth", "pool", "readout", "forget_bias", "norm")
 
 
 def _choices(name: str) -> tuple:
@@ -158,6 +167,9 @@ def _choices(name: str) -> tuple:
     if name == "readout":   # build_model narrows it per family (conv trunks have no last-state readout)
         from ecglib.models import READOUTS
         return tuple(READOUTS)
+    if name == "norm":
+        from ecglib.models import NORM_KINDS
+        return NORM_KINDS
     return {"dataset": DATASETS, "split": ("inter", "intra"), "labels": ("final", "original")}[name]
 
 
@@ -185,6 +197,8 @@ _RULES = {
     "pool": ("int", lambda v: v >= 1, ">= 1"),
     "readout": ("choice", None, ""),
     "forget_bias": ("float", lambda v: -10 <= v <= 10, "a bias in [-10, 10]"),
+    "norm": ("choice?", None, ""),
+    "lag": ("int?", lambda v: v >= 0, ">= 0, or null for the pattern-span task"),
     "epochs": ("int", lambda v: v >= 1, ">= 1"),
     "batch_size": ("int", lambda v: v >= 1, ">= 1"),
     "lr": ("float", lambda v: v > 0, "> 0"),
@@ -305,7 +319,8 @@ def load_splits(config: RunConfig) -> dict:
             splits["test"] = final["test"]
     else:
         from ecglib import synthetic
-        splits = synthetic.pattern_span_splits(config.span, config.length, config.n_train, config.seed)
+        splits = (synthetic.pattern_span_splits(config.span, config.length, config.n_train, config.seed)
+                  if config.lag is None else synthetic.lag_splits(config.lag, config.length, config.n_train, config.seed))
     rng = np.random.default_rng(config.seed)
     train = splits["train"]
     if config.train_fraction < 1:
@@ -495,11 +510,31 @@ def _probe_grad_norms_init(model, datasets, config):
 
 
 def _probe_input_grad(model, datasets, config):
-    """Mean |d logit / d x_t| over a test batch: how far back in time the decision still looks."""
+    """Mean |d logit_y / d x_t| of each example's true class y over a test batch: how far back in time the
+    decision still looks."""
     from ecglib import diagnostics
 
-    x, _ = _batch(datasets["test"], config.batch_size)
-    return {"curve": _downsample(diagnostics.input_time_gradient(model, x)), "length": int(x.shape[-1])}
+    x, y = _batch(datasets["test"], config.batch_size)
+    return {"curve": _downsample(diagnostics.input_time_gradient(model, x, target=y)), "length": int(x.shape[-1])}
+
+
+STATE_GRAD_BATCH = 32     # examples behind each entry of the matrix (x 32+ units: a stable root mean square)
+STATE_GRAD_POINTS = 128   # time columns kept in the store (the last one always)
+
+
+def _probe_grad_states(model, datasets, config):
+    """diagnostics.state_gradients on one training batch, of the untrained model (same seed, same weights) and
+    of the trained one: {t (input samples of the columns kept), length, init, final ([layers, len(t)])}."""
+    from ecglib import diagnostics
+
+    x, y = _batch(datasets["train"], STATE_GRAD_BATCH, config.seed)
+    out = {}
+    for when, m in (("init", build(config, datasets)), ("final", model)):
+        g = diagnostics.state_gradients(m, x, y)
+        t = np.unique(np.r_[np.linspace(0, g.shape[1] - 1, min(STATE_GRAD_POINTS, g.shape[1])).round(), g.shape[1] - 1])
+        out[when] = [[float(f"{v:.4g}") for v in row] for row in g[:, t.astype(int)]]  # 4 digits: small records
+    out.update(t=t.astype(int).tolist(), length=int(g.shape[1]))
+    return out
 
 
 def _probe_permute(model, datasets, config):
@@ -554,6 +589,7 @@ def _probe_throughput(model, datasets, config):
 PROBES = {
     "grad_norms_init": _probe_grad_norms_init,
     "input_grad": _probe_input_grad,
+    "grad_states": _probe_grad_states,
     "permute": _probe_permute,
     "saliency": _probe_saliency,
     "filters": _probe_filters,

@@ -45,6 +45,14 @@ OPTIONS = {
     **{f: {**_RNN_OPTIONS, **_GATED} for f in ["lstm", "gru", "reslstm"]},
     "convlstm": {**_RNN_OPTIONS, **_GATED, "kernel_size": 7, "conv_depth": 2, "pool": 8},
 }
+# Normalisation, to build the families alike where a claim is about the family and not its trimmings: None keeps
+# each family's own (batch norm in conv layers, none between recurrent layers); "none" drops the conv trunk's batch
+# norm (with He initialisation and conv biases, the usual recipe without it); "layer" puts a LayerNorm before
+# every recurrent layer after the first (between layers; pre-norm in reslstm, so its skips stay identities).
+NORM_KINDS = ("batch", "layer", "none")
+NORMS = {f: ("batch", "none") if f in CONV_FAMILIES else ("none", "layer") for f in FAMILIES}
+for _f in FAMILIES:
+    OPTIONS[_f] = {**OPTIONS[_f], "norm": None}
 # How the trunk's output sequence [B, C, L'] becomes one vector: the last step (recurrent only: a conv trunk's
 # last step sees only its receptive field), or the mean or max over time.
 READOUTS = ["last", "mean", "max"]
@@ -74,11 +82,14 @@ def pool_after(depth: int) -> list[int]:
 class ConvLayer(nn.Module):
     """conv -> batch norm -> ReLU (or GLU) -> dropout: one layer of every conv trunk."""
 
-    def __init__(self, c_in, c_out, kernel_size, dilation=1, gated=False, dropout=0.0):
+    def __init__(self, c_in, c_out, kernel_size, dilation=1, gated=False, dropout=0.0, batch_norm=True):
         super().__init__()
         c_conv = 2 * c_out if gated else c_out  # GLU halves the channels: a * sigmoid(b)
-        self.conv = nn.Conv1d(c_in, c_conv, kernel_size, padding="same", dilation=dilation, bias=False)
-        self.norm = nn.BatchNorm1d(c_conv)
+        self.conv = nn.Conv1d(c_in, c_conv, kernel_size, padding="same", dilation=dilation, bias=not batch_norm)
+        self.norm = nn.BatchNorm1d(c_conv) if batch_norm else nn.Identity()
+        if not batch_norm:   # He et al. 2015: keeps the activations' scale through a deep ReLU stack without BN
+            nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
+            nn.init.zeros_(self.conv.bias)
         self.act = nn.GLU(dim=1) if gated else nn.ReLU()
         self.drop = nn.Dropout(dropout)
 
@@ -123,13 +134,15 @@ class ConvNet(EcgModel):
     """cnn, rescnn, tcn and glucnn: one trunk of ConvLayers that differ only in skips, gating and dilation,
     so that comparing two families at equal depth isolates one design choice."""
 
-    def __init__(self, family, depth, width, in_channels, n_classes, kernel_size=7, dropout=0.0, readout="mean"):
+    def __init__(self, family, depth, width, in_channels, n_classes, kernel_size=7, dropout=0.0, readout="mean",
+                 norm=None):
         super().__init__()
         tcn = family == "tcn"
         self.readout_kind = readout
         self.layers = nn.ModuleList(
             ConvLayer(in_channels if i == 0 else width, width, kernel_size,
-                      dilation=2 ** (i % TCN_CYCLE) if tcn else 1, gated=family == "glucnn", dropout=dropout)
+                      dilation=2 ** (i % TCN_CYCLE) if tcn else 1, gated=family == "glucnn", dropout=dropout,
+                      batch_norm=norm != "none")
             for i in range(depth)
         )
         # Groups of layers that one skip spans. The stem (layer 0) changes the channel count, so it never has one.
@@ -168,7 +181,7 @@ class RecurrentNet(EcgModel):
     skips and per-layer gradient norms are possible; dropout between layers, as nn.LSTM(dropout=p) does."""
 
     def __init__(self, family, depth, width, in_channels, n_classes, dropout=0.0, bidirectional=False,
-                 readout="mean", forget_bias=None, kernel_size=7, conv_depth=2, pool=8):
+                 readout="mean", forget_bias=None, kernel_size=7, conv_depth=2, pool=8, norm=None):
         super().__init__()
         self.front = None
         self.receptive_field = None
@@ -191,6 +204,9 @@ class RecurrentNet(EcgModel):
             for layer in self.layers:
                 set_forget_bias(layer, forget_bias)
         self.residual = family == "reslstm"
+        # Built only when asked for: a model without it keeps its parameters, and so its seeded initialisation.
+        if norm == "layer":
+            self.norms = nn.ModuleList(nn.LayerNorm(dirs * width) for _ in range(depth - 1))
         self.drop = nn.Dropout(dropout)
         self.width, self.bidirectional, self.readout_kind = width, bidirectional, readout
         self.head = nn.Linear(dirs * width, n_classes)
@@ -208,7 +224,8 @@ class RecurrentNet(EcgModel):
         with torch.autocast(h.device.type, enabled=False):
             h = h.to(next(self.layers.parameters()).dtype)
             for i, layer in enumerate(self.layers):
-                out, _ = layer(self.drop(h) if i > 0 else h)
+                x_in = h if i == 0 else self.drop(self.norms[i - 1](h) if hasattr(self, "norms") else h)
+                out, _ = layer(x_in)
                 h = h + out if self.residual and i > 0 else out
         return h.transpose(1, 2)
 
@@ -234,6 +251,8 @@ def _check_option(family, name, value):
         ok, valid = isinstance(value, bool), "True or False"
     elif name == "forget_bias":
         ok, valid = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+    elif name == "norm":
+        ok, valid = value is None or value in NORMS[family], f"one of {list(NORMS[family])} or None"
     else:  # readout
         choices = CONV_READOUTS if family in CONV_FAMILIES else READOUTS
         ok, valid = value in choices, f"one of {choices}"

@@ -185,15 +185,18 @@ def challenge_f1(record: dict) -> float:
     return float(np.mean([math.nan if f1[c] is None else f1[c] for c in ("N", "A", "O")]))
 
 
-# Gradient attenuation, one method for every profile (across time or across layers): orders of magnitude between
-# the readout end and the far end of a profile of gradient magnitudes, each end the mean of its outer `window`
-# share (at least one point), computed in float64 logs. Values below FLOAT32_FLOOR are below the resolution of
-# the float32 arithmetic that produced them (subnormal or flushed to zero): a far end there is not extrapolated;
-# the attenuation is reported as a lower bound, with the number of steps over which the gradient stayed resolved.
+# Gradient attenuation, one method for every profile (across time or across layers, both read from one
+# diagnostics.state_gradients matrix): orders of magnitude between the readout end and the far end of a profile of
+# gradient magnitudes, each end the mean of its outer `window` share (at least one point), computed in float64
+# logs. Values below `floor` are below the resolution of the arithmetic that produced them (subnormal or flushed to
+# zero): a far end there is not extrapolated; the attenuation is reported as a lower bound, with the number of
+# steps over which the gradient stayed resolved. The matrix is computed in float64, so the floor is float64's;
+# FLOAT32_FLOOR is the one for profiles computed in float32.
 FLOAT32_FLOOR = float(np.finfo(np.float32).tiny)  # 1.2e-38, the smallest normal float32
+FLOAT64_FLOOR = float(np.finfo(np.float64).tiny)  # 2.2e-308
 
 
-def attenuation(profile, window: float = 0.1, floor: float = FLOAT32_FLOOR) -> dict:
+def attenuation(profile, window: float = 0.1, floor: float = FLOAT64_FLOOR) -> dict:
     """Orders of magnitude a gradient loses from the readout end (last entry) to the far end (first entry).
 
     Returns {orders, censored, resolved, steps}: orders = log10(near / far) (positive: the gradient shrinks

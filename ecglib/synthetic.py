@@ -120,3 +120,36 @@ def pattern_span_splits(span: int, length: int, n_train: int, seed: int, *, peri
     streams = np.random.SeedSequence(seed).spawn(len(_SPLITS))
     return {name: _split(np.random.default_rng(ss), sizes[name], span, length, period, noise)
             for name, ss in zip(_SPLITS, streams)}
+
+
+# ---- the lag task: how far back one layer can carry a fact (claim C8's behavioural check) ----
+
+LAG_CLASSES = ["negative", "positive"]
+
+
+def lag_splits(lag: int, length: int, n_train: int, seed: int) -> dict[str, Split]:
+    """Train, val and test splits (val and test n_train // 4 each) of a task whose label is fixed `lag` steps
+    before the end: the adding problem of Hochreiter & Schmidhuber (1997) as a classification.
+
+    Two channels: values drawn uniformly from [-1, 1] at every step, and a marker that is 1 at step
+    length - 1 - lag and 0 elsewhere. The label is the sign of the value under the marker (its magnitude is
+    at least 0.5, so no label rests on a value near 0). Everything else is noise. A model that reads its last
+    state must carry that one value `lag` steps; nothing else in the sequence tells the classes apart.
+    """
+    for name, value, least in (("lag", lag, 0), ("length", length, 1), ("n_train", n_train, 4)):
+        if not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if lag >= length:
+        raise ValueError(f"lag {lag} needs a sequence longer than it: length {length} must be >= lag + 1")
+    sizes = {"train": n_train, "val": max(n_train // 4, 2), "test": max(n_train // 4, 2)}
+    out = {}
+    for name, ss in zip(_SPLITS, np.random.SeedSequence(seed).spawn(len(_SPLITS))):
+        rng, n = np.random.default_rng(ss), sizes[name]
+        y = rng.permutation(np.arange(n) % 2).astype(np.int64)   # balanced
+        X = np.zeros((n, 2, length), dtype=np.float32)
+        X[:, 0] = rng.uniform(-1, 1, size=(n, length))
+        X[:, 0, length - 1 - lag] = (2 * y - 1) * rng.uniform(0.5, 1, size=n)
+        X[:, 1, length - 1 - lag] = 1
+        out[name] = Split(X=X, y=y, meta=pd.DataFrame({"label": [LAG_CLASSES[c] for c in y]}),
+                          classes=list(LAG_CLASSES), fs=1.0)
+    return out

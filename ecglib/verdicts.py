@@ -53,7 +53,9 @@ MARGINS: dict[str, dict[str, Margin]] = {
                                              "ten points above it: the 'below 0.6' the features chapter stated before "
                                              "its first run, over four standard errors of a chance accuracy on "
                                              "the default profile's 500 test sequences")},
-    "C8": {"orders": Margin(1.0, "log10", "one order of magnitude: a tenfold difference in gradient")},
+    "C8": {"orders": Margin(1.0, "log10", "one order of magnitude: a tenfold difference in gradient"),
+           "acc_drop": Margin(0.05, "accuracy", "five points on the balanced two-class lag task, as for C3 and C7: "
+                                                "well clear of chance fluctuations on its test set")},
     "C9": {"gap": Margin(0.02, _F1, "two points of macro-F1: about the seed-to-seed spread of a test score"),
            "test_macro_f1": Margin(0.02, _F1, "two points of macro-F1 lost would be a real price")},
     "C10": {"param_ratio": Margin(0.0, "ratio - 1", "an exact count: any excess is an excess")},

@@ -90,3 +90,54 @@ def test_permute_segments_shuffles_whole_segments_per_example():
     assert not torch.equal(dg.permute_segments(x, 1, generator=1), x)
     with pytest.raises(ValueError, match="segment_len=0"):
         dg.permute_segments(x, 0)
+
+
+def test_state_gradients_is_the_full_derivative_of_the_loss_for_every_family():
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 1, 24), torch.tensor([0, 1, 2])
+    for family in ("lstm", "gru", "rnn", "reslstm"):
+        model = build_model(family, 2, width=5, n_classes=3)
+        before = [p.detach().clone() for p in model.parameters()]
+        g = dg.state_gradients(model, x, y)
+        assert g.shape == (2, 24) and g.dtype == np.float64
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())) and model.training
+        # the top layer's state at t < T reaches a last-step loss only through its own later steps: the fused
+        # layer's output tensor would show 0 there, the unrolled recurrence does not
+        assert (g[1, :-1] > 0).all() and g[1, 0] < g[1, -1]
+    # against finite differences of the loss in float64: perturb h^0_5 (every example and unit in turn) inside
+    # the recurrence of layer 0, so the perturbation travels through its later steps and through layer 1
+    model = build_model("lstm", 2, width=5, n_classes=3).double()
+    g = dg.state_gradients(model, x, y)
+    cell = dg._Unrolled(model.layers[0]).cell
+    xs = x.double().transpose(1, 2)
+
+    def loss(b, u, eps):
+        h, c, hs = torch.zeros(3, 5, dtype=torch.float64), torch.zeros(3, 5, dtype=torch.float64), []
+        for t in range(24):
+            h, c = cell(xs[:, t], (h, c))
+            if t == 5:
+                h = h.clone()
+                h[b, u] += eps
+            hs.append(h)
+        out, _ = model.layers[1](torch.stack(hs, 1))
+        return torch.nn.functional.cross_entropy(model.head(out[:, -1]), y, reduction="sum").item()
+
+    with torch.no_grad():
+        fd = np.array([(loss(b, u, 1e-6) - loss(b, u, -1e-6)) / 2e-6 for b in range(3) for u in range(5)])
+    assert np.sqrt(np.mean(fd ** 2)) == pytest.approx(g[0, 5], rel=1e-5)
+
+
+def test_state_gradients_maps_pooled_positions_to_input_samples():
+    torch.manual_seed(0)
+    model = build_model("cnn", 4, width=6, n_classes=3)      # pools after layers 0 and 2: strides 1, 2, 2, 4
+    assert dg.strides(model) == [1, 2, 2, 4]
+    g = dg.state_gradients(model, torch.randn(4, 1, 66), torch.tensor([0, 1, 2, 0]))
+    assert g.shape == (4, 64)                                 # cut at the start to a multiple of 4
+    assert (g[3].reshape(16, 4) == g[3, ::4, None]).all()     # a position's value repeated over its 4 samples
+    assert (g[:, -1] > 0).all() and (g[3, :-4] == 0).all()    # the last-step loss reaches the top layer at its end only
+    # readout=None keeps the model's mean pooling: every position of the top layer gets the same gradient
+    flat = dg.state_gradients(model, torch.randn(4, 1, 64), torch.tensor([0, 1, 2, 0]), readout=None)
+    assert np.allclose(flat[3], flat[3, 0])
+    with pytest.raises(ValueError, match="readout='max' is invalid"):
+        dg.state_gradients(model, torch.randn(4, 1, 64), torch.tensor([0, 1, 2, 0]), readout="max")
+    assert dg.strides(build_model("convlstm", 2, width=4, pool=8)) == [8, 8]

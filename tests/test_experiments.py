@@ -135,6 +135,9 @@ def test_execute_record_is_json_with_every_probe():
     p = r["probes"]
     assert list(p["grad_norms_init"]) == ["layers.0", "layers.1"]
     assert len(p["input_grad"]["curve"]) == 160 and p["permute"]["samples"] == [8, 40]
+    g = np.asarray(p["grad_states"]["init"])
+    assert g.shape == np.shape(p["grad_states"]["final"]) == (2, len(p["grad_states"]["t"]))
+    assert p["grad_states"]["t"][-1] == p["grad_states"]["length"] - 1 == 159 and len(p["grad_states"]["t"]) <= 128
     assert set(p["saliency"]) == {"absent", "present"} and len(p["saliency"]["present"]["saliency"]) == 4
     assert np.shape(p["filters"]["weights"]) == (8, 1, 7) and p["throughput"]["samples_per_s"] > 0
     prov = r["provenance"]
@@ -315,3 +318,43 @@ def test_code_version_moves_with_training_code_not_with_its_prose():
     body = sources["experiments"].replace("    t0 = time.time()\n", "    t0 = time.time() + 0\n", 1)
     assert body != sources["experiments"] and ex._code_digest(dict(sources, experiments=body)) != base
     assert ex.code_version_at("0123abc-dirty") is None and ex.code_version_at("unknown") is None
+
+
+def test_norm_and_lag_fields_at_their_defaults_keep_every_key():
+    # fields added after store format 2: at their defaults the keys pinned above are unchanged
+    assert ex.RunConfig(norm=None, lag=None).key == "c6b4255f0b03d64d"
+    assert ex.RunConfig(family="lstm", dataset="cinc2017", norm=None).key == "e9283a60e6931403"
+    assert ex.RunConfig(family="lstm", norm="layer").key != ex.RunConfig(family="lstm").key
+    with pytest.raises(ValueError, match="norm 'layer' is not valid for cnn; valid: batch, none"):
+        ex.RunConfig(family="cnn", norm="layer")
+    with pytest.raises(ValueError, match="lag .the lag task. needs dataset synthetic"):
+        ex.RunConfig(dataset="mitdb", lag=3)
+    with pytest.raises(ValueError, match="set length >= 33"):
+        ex.RunConfig(dataset="synthetic", lag=32, length=32)
+    s = ex.load_splits(ex.RunConfig(dataset="synthetic", family="lstm", lag=5, length=20, n_train=8))
+    assert s["train"].X.shape == (8, 2, 20) and (s["train"].X[:, 1, 14] == 1).all()
+
+
+def test_the_saliency_and_input_gradient_use_the_true_class():
+    # The depth and features chapters say the input gradient is taken for each example's true class: pin it.
+    import torch
+    from ecglib import diagnostics, models
+    from ecglib.data import EcgDataset, Split
+    import pandas as pd
+
+    torch.manual_seed(0)
+    model = models.build_model("cnn", 2, width=4, n_classes=3).eval()
+    x = torch.randn(12, 1, 40)
+    y = (model(x).argmax(1) + 1) % 3          # true labels that are never the predicted class
+    test = EcgDataset(Split(x.numpy(), y.numpy(), pd.DataFrame(index=range(12)), ["a", "b", "c"], 1.0))
+    config = ex.RunConfig(dataset="synthetic", batch_size=12)
+    curve = ex._probe_input_grad(model, {"test": test}, config)["curve"]
+    assert np.allclose(curve, diagnostics.input_time_gradient(model, x, target=y))
+    assert not np.allclose(curve, diagnostics.input_time_gradient(model, x, target=None))
+    sal = ex._probe_saliency(model, {"test": test}, config)
+    assert set(sal) == {"abc"[c] for c in y.tolist()}
+    for name in sal:
+        c = "abc".index(name)
+        idx = np.flatnonzero(y.numpy() == c)[:ex.SALIENCY_PER_CLASS]
+        want = diagnostics.input_gradient(model, x[idx], target=c).sum(1).numpy()
+        assert np.allclose(sal[name]["saliency"], want)

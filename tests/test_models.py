@@ -158,3 +158,23 @@ def test_width_for_params_is_nearest():
     assert width_for_params("gru", 1, 1) == 1
     huge = width_for_params("lstm", 8, 10**9)  # built on the meta device: no memory spent
     assert 2000 < huge < 10_000
+
+
+def test_norm_option_default_is_bit_identical_and_ablations_change_the_model():
+    x = torch.randn(2, 1, 40)
+    for family in ("cnn", "lstm", "reslstm"):
+        torch.manual_seed(0)
+        a = build_model(family, 3, width=6)
+        torch.manual_seed(0)
+        b = build_model(family, 3, width=6, norm=None)
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())) and torch.equal(a(x), b(x))
+    plain = build_model("cnn", 3, width=6, norm="none")
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    assert all(layer.conv.bias is not None for layer in plain.layers)
+    ln = build_model("lstm", 3, width=6, norm="layer")
+    assert len(ln.norms) == 2 and ln(x).shape == (2, 5)     # before layers 2 and 3, not before the first
+    assert build_model("lstm", 3, width=6, norm="none").n_params == build_model("lstm", 3, width=6).n_params
+    with pytest.raises(ValueError, match="lstm: option norm='batch' is invalid"):
+        build_model("lstm", 2, norm="batch")
+    with pytest.raises(ValueError, match="cnn: option norm='layer' is invalid"):
+        build_model("cnn", 2, norm="layer")

@@ -119,9 +119,11 @@ def test_attenuation_same_method_across_time_and_layers():
     t = attenuation(time)
     assert 4 < t["orders"] < 5 and not t["censored"]
     under = np.r_[np.zeros(50), 1e-44, 10.0 ** -np.linspace(30, 0, 149)]   # float32 underflow at the far end
-    u = attenuation(under)
+    u = attenuation(under, floor=FLOAT32_FLOOR)
     assert u["censored"] and u["resolved"] == 149
     assert u["orders"] == pytest.approx(np.log10(under[-20:].mean() / FLOAT32_FLOOR))   # a bound, not a fit
     assert u["orders"] < 40                               # never extrapolated past the floor
     assert math.isnan(attenuation([1.0])["orders"]) and math.isnan(attenuation([1.0, np.nan])["orders"])
     assert math.isnan(attenuation([1.0, 0.0])["orders"])  # readout end below resolution
+    # the default floor is float64's (state_gradients works in float64): 1e-44 is resolved there
+    assert not attenuation([1e-44, 1.0])["censored"] and attenuation([1e-44, 1.0])["orders"] == pytest.approx(44)

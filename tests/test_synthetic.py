@@ -91,3 +91,19 @@ def test_bad_input_is_named(kwargs, word):
     args = {"span": 3, "length": 48 * PERIOD, "n_train": 20, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=word):
         pattern_span_splits(**args)
+
+
+def test_lag_task_label_is_the_sign_under_the_marker_and_nothing_else():
+    from ecglib.synthetic import lag_splits
+    s = lag_splits(lag=7, length=30, n_train=400, seed=1)
+    X, y = s["train"].X, s["train"].y
+    assert X.shape == (400, 2, 30) and y.mean() == 0.5 and len(s["test"].y) == 100
+    assert (X[:, 1].argmax(1) == 22).all() and (X[:, 1].sum(1) == 1).all()
+    assert ((X[:, 0, 22] > 0) == (y == 1)).all() and (np.abs(X[:, 0, 22]) >= 0.5).all()
+    # every other step is noise: a classifier that does not see step 22 is at chance
+    rest = np.delete(X[:, 0], 22, axis=1)
+    test = np.delete(s["test"].X[:, 0], 22, axis=1)
+    assert LogisticRegression().fit(rest, y).score(test, s["test"].y) < 0.65
+    assert np.array_equal(lag_splits(7, 30, 400, 1)["val"].X, s["val"].X)
+    with pytest.raises(ValueError, match="length 5 must be >= lag \\+ 1"):
+        lag_splits(lag=5, length=5, n_train=8, seed=0)

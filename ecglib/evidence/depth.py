@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import experiments, models, stats
+from .. import experiments, models, protocol, stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
 from ..verdicts import MIN_RUNS, Judgement, all_of, combine, judge, margin, not_worse
@@ -26,53 +26,40 @@ def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths
             + experiments.sweep(base, family=list(rnn_families), depth=list(rnn_depths), seed=seeds))
 
 
-# ---- gradient attenuation, per stored run ----
+# ---- gradient across depth and time: one matrix per run (diagnostics.state_gradients, the grad_states probe) ----
 
-def layer_sizes(config: dict, n_classes: int) -> list[int]:
-    """Parameters in each stacked layer, from a model built on the meta device (no memory, no data)."""
-    options = {k: config[k] for k in models.OPTIONS[config["family"]]}
-    with torch.device("meta"):
-        model = models.build_model(config["family"], config["depth"], config["width"], n_classes=n_classes, **options)
-    return [sum(p.numel() for p in layer.parameters()) for layer in model.layers]
-
-
-def rms_profile(norms: dict, record: dict) -> np.ndarray:
-    """RMS gradient per weight of layers.0 ... layers.{depth-1}: the layer's L2 norm / sqrt(its size), so a
-    layer with more weights does not look stronger."""
-    sizes = layer_sizes(record["config"], len(record["classes"]))
-    values = [norms.get(f"layers.{i}") for i in range(len(sizes))]
-    return np.array([np.nan if v is None else v / math.sqrt(n) for v, n in zip(values, sizes)])
+def state_matrix(record: dict, when: str = "init") -> tuple[np.ndarray, np.ndarray]:
+    """(matrix [layers, columns], input sample of each column) of a run's grad_states probe, at "init" or
+    "final" (after training)."""
+    p = record["probes"]["grad_states"]
+    return np.asarray(p[when], dtype=float), np.asarray(p["t"])
 
 
-def layer_attenuation(record: dict, when: str = "init") -> float:
-    """Orders of magnitude the RMS gradient loses from the last layer to the first: at initialisation
-    (`grad_norms_init` probe) or in the last training epoch ("final"). NaN for one layer or missing norms."""
-    norms = record["probes"]["grad_norms_init"] if when == "init" else record["history"][-1]["grad_norms"]
-    return stats.attenuation(rms_profile(norms, record))["orders"]
-
-
-def time_attenuation(record: dict) -> dict:
-    """stats.attenuation of the input gradient |d logit / d x_t| from the last input step back to the first,
-    with `resolved` converted to input samples (the stored curve may be subsampled)."""
-    probe = record["probes"]["input_grad"]
-    a = stats.attenuation(probe["curve"])
-    a["resolved"] = int(round(a["resolved"] * probe["length"] / max(1, len(probe["curve"]))))
-    a["steps"] = probe["length"]
-    return a
+def edges(record: dict, when: str = "init") -> dict:
+    """The matrix's two edges from the readout (top layer, last step), by one method (stats.attenuation):
+    across layers (its last column: the path through the stack only) and across time (its top row: the path
+    through the top layer's steps only). Orders lost, per layer and per 100 input samples."""
+    m, t = state_matrix(record, when)
+    depth, time = stats.attenuation(m[:, -1]), stats.attenuation(m[-1])
+    span = max(1, t[-1] - t[0])
+    return {"depth": depth["orders"], "per_layer": depth["orders"] / max(1, len(m) - 1),
+            "time": time["orders"], "per_100": 100 * time["orders"] / span, "time_censored": time["censored"],
+            "steps": int(record["probes"]["grad_states"]["length"])}
 
 
 def gradient_table(runs: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame:
-    """One row per run: layer attenuation at init and after training, time attenuation (a lower bound when
-    `time_censored`) and the input samples over which the time gradient stayed above float32 resolution."""
+    """One row per run: orders of gradient lost across the layers (`layer_*`) and across the time steps of the
+    top layer (`time_*`), at initialisation and after training, from the one grad_states matrix; NaN for runs
+    without the probe."""
     out = runs[["dataset", "family", "depth", "seed", "key", "status"]].copy()
-    t = [time_attenuation(records[k]) if "input_grad" in records[k]["probes"] else stats.attenuation([])
-         for k in out["key"]]
-    out["layer_init"] = [layer_attenuation(records[k], "init") for k in out["key"]]
-    out["layer_final"] = [layer_attenuation(records[k], "final") for k in out["key"]]
-    out["time"] = [a["orders"] for a in t]
-    out["time_censored"] = [a["censored"] for a in t]
-    out["time_resolved"] = [a["resolved"] for a in t]
-    out["time_steps"] = [a["steps"] for a in t]
+    for when in ("init", "final"):
+        e = [edges(records[k], when) if "grad_states" in records[k]["probes"] else {} for k in out["key"]]
+        out[f"layer_{when}"] = [x.get("depth", math.nan) for x in e]
+        out[f"per_layer_{when}"] = [x.get("per_layer", math.nan) for x in e]
+        out[f"time_{when}"] = [x.get("time", math.nan) for x in e]
+        out[f"per_100_{when}"] = [x.get("per_100", math.nan) for x in e]
+        out[f"time_censored_{when}"] = [x.get("time_censored", False) for x in e]
+    out["steps"] = [x.get("steps", 0) for x in e]
     return out
 
 
@@ -141,11 +128,13 @@ def _per_seed(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: in
 
 def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: int) -> Verdict:
     """Harder to train (LSTM's training-loss change with depth minus the CNN's, claimed above zero) and because
-    gradients vanish across layers (deep LSTM's attenuation at init minus the deep CNN's, claimed above zero)."""
+    gradients vanish across layers (deep LSTM's orders lost across its layers at init minus the deep CNN's, from
+    the one state-gradient matrix, claimed above zero). Usable runs only (protocol.usable)."""
     per, used = {}, []
     for name, df in runs.items():
+        df = protocol.usable(df)
         harder = _est(_per_seed(df, "lstm", "train_loss", shallow, deep) - _per_seed(df, "cnn", "train_loss", shallow, deep))
-        g = grads[(grads["dataset"] == name) & (grads["depth"] == deep)]
+        g = grads[(grads["dataset"] == name) & (grads["depth"] == deep) & grads["key"].isin(df["key"])]
         vanish = _est(g[g["family"] == "lstm"].set_index("seed")["layer_init"]
                       - g[g["family"] == "cnn"].set_index("seed")["layer_init"])
         per[DATASETS[name]] = all_of({
@@ -165,6 +154,7 @@ def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verd
     not worse than the best CNN (non-inferiority on test macro-F1)."""
     per, best = {}, {}
     for name, df in runs.items():
+        df = protocol.usable(df)
         b = best_pair(df, conv_families, rnn_families)
         suff = {f: sufficient_depth(df, f) for f in list(conv_families) + list(rnn_families)}
         d_conv = np.nanmin([suff[f] for f in conv_families] + [np.inf])
@@ -194,41 +184,47 @@ def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verd
     return v, best
 
 
-def c8_effects(grads: pd.DataFrame, rnn_depths) -> dict[str, dict]:
-    """Per dataset, paired by seed: orders of gradient lost across the time steps of a one-layer LSTM minus
-    across the layers of the deepest stacked LSTM, both after training; with how many time values are bounds."""
+def c8_effects(grads: pd.DataFrame, deep: int, when: str = "init") -> dict[str, dict]:
+    """Per dataset, paired by seed, in the same LSTM of `deep` layers (usable runs): orders of gradient lost
+    across the time steps of its top layer minus across its layers, both from its one matrix at `when`."""
     out = {}
     for name in grads["dataset"].unique():
-        g = grads[(grads["dataset"] == name) & (grads["family"] == "lstm")]
-        one = g[g["depth"] == min(rnn_depths)].set_index("seed")
-        deep = g[g["depth"] == max(rnn_depths)].set_index("seed")["layer_final"]
-        out[name] = {"diff": _est(one["time"] - deep), "time": _est(one["time"]), "layers": _est(deep),
-                     "censored": int(one["time_censored"].sum()), "n_time": len(one),
-                     "resolved": int(one["time_resolved"].min()) if len(one) else 0,
-                     "steps": int(one["time_steps"].max()) if len(one) else 0}
+        g = grads[(grads["dataset"] == name) & (grads["family"] == "lstm") & (grads["depth"] == deep)].set_index("seed")
+        out[name] = {"diff": _est(g[f"time_{when}"] - g[f"layer_{when}"]), "time": _est(g[f"time_{when}"]),
+                     "layers": _est(g[f"layer_{when}"]), "per_100": _est(g[f"per_100_{when}"]),
+                     "per_layer": _est(g[f"per_layer_{when}"]), "censored": int(g[f"time_censored_{when}"].sum()),
+                     "n": len(g), "steps": int(g["steps"].max()) if len(g) else 0}
     return out
 
 
-def c8(grads: pd.DataFrame, rnn_depths, runs: pd.DataFrame) -> Verdict:
-    e = c8_effects(grads, rnn_depths)
+def c8_gradient(grads: pd.DataFrame, deep: int) -> dict[str, Judgement]:
+    """The gradient part of C8 per dataset, at initialisation: across time minus across layers, above zero."""
     per = {}
-    for name, r in e.items():
-        j = judge(*r["diff"], margin("C8", "orders"), what="orders lost across time - across layers")
-        if r["censored"]:
-            bound = (f"; in {r['censored']} of {r['n_time']} runs the time gradient fell below float32 resolution "
-                     f"within {r['resolved']} of {r['steps']} input samples, so those values are lower bounds")
-            # a lower bound can support "more across time" but cannot refute it
-            j = Judgement("inconclusive" if j.verdict == "refuted" else j.verdict, j.reason + bound,
-                          j.mean, j.low, j.high, j.margin, j.n)
+    for name, r in c8_effects(grads, deep).items():
+        j = judge(*r["diff"], margin("C8", "orders"), what="orders lost across time - across layers, same LSTM")
+        if r["censored"]:   # a lower bound can support "more across time" but cannot refute it
+            j = Judgement("inconclusive" if j.verdict == "refuted" else j.verdict,
+                          j.reason + f"; in {r['censored']} of {r['n']} runs the time gradient fell below float64 "
+                          "resolution, so those values are lower bounds", j.mean, j.low, j.high, j.margin, j.n)
         per[DATASETS[name]] = j
-    j = combine(per, headline=DATASETS["cinc2017"] if "cinc2017" in e else None)
-    summary = " ".join(
-        f"{DATASETS[n]}: orders of magnitude of gradient lost across time in one LSTM layer "
-        f"{fmt_ci(*r['time'][:3])}{' (at least: below resolution after ' + str(r['resolved']) + ' samples)' if r['censored'] else ''}, "
-        f"across {max(rnn_depths)} stacked layers {fmt_ci(*r['layers'][:3])}." for n, r in e.items())
-    used = runs[(runs["family"] == "lstm") & runs["depth"].isin([min(rnn_depths), max(rnn_depths)])]
-    return Verdict.of(j, claim="C8", chapter="depth", summary=summary, figure="fig-depth-grad-time", runs=keys(used),
-                      effect="orders of magnitude lost across time (1 layer) minus across layers (deepest stack)")
+    return per
+
+
+def c8(grads: pd.DataFrame, deep: int, runs: pd.DataFrame, lag: Judgement | None = None,
+       lag_runs: pd.DataFrame | None = None) -> Verdict:
+    """C8 from the one measure (per database) and, where given, the lag task's behavioural check; the settings
+    are combined (agreeing decisive verdicts stand, support against refutation depends on the setting)."""
+    usable = protocol.usable(runs)
+    per = c8_gradient(grads[grads["key"].isin(usable["key"])], deep)
+    if lag is not None:
+        per["lag task"] = lag
+    j = combine(per, headline=DATASETS["cinc2017"] if DATASETS["cinc2017"] in per else None)
+    used = usable[(usable["family"] == "lstm") & (usable["depth"] == deep)]
+    return Verdict.of(j, claim="C8", chapter="depth", summary=c8_text(grads[grads["key"].isin(usable["key"])], deep),
+                      figure="fig-depth-grad-time",
+                      runs=keys(used, *([protocol.usable(lag_runs)] if lag_runs is not None else [])),
+                      effect=f"orders of magnitude lost across the time steps minus across the layers of one "
+                             f"{deep}-layer LSTM at initialisation")
 
 
 def c13_table(runs: dict[str, pd.DataFrame], families, best: dict, shallow: int, deep: int) -> pd.DataFrame:
@@ -273,10 +269,12 @@ def describe(base: dict, what: str) -> str:
     window = sum(base.get("window", experiments.RunConfig().window))
     extra = (f", {base['crop_s']:g} s crops" if base["dataset"] == "cinc2017"
              else f", {window:g} s windows around each R peak")
-    batches = "whole epochs" if base.get("max_batches") is None else f"at most {base['max_batches']} batches per epoch"
-    return (f"- **{DATASETS[base['dataset']]}** ({what}): {base['fs']:g} Hz{extra}, "
-            f"{base['train_fraction']:.0%} of the training split, width {base['width']}, "
-            f"at most {base['epochs']} epoch(s) ({batches}); {recipe(base)}.")
+    c = experiments.RunConfig(**base)
+    batches = "whole epochs" if c.max_batches is None else f"at most {c.max_batches} batches per epoch"
+    cap = "" if c.cap_per_class is None else f", at most {c.cap_per_class} of each class"
+    return (f"- **{DATASETS[c.dataset]}** ({what}): {c.fs:g} Hz{extra}, "
+            f"{c.train_fraction:.0%} of the training split{cap}, width {c.width}, "
+            f"at most {c.epochs} epoch(s) ({batches}); {recipe(base)}.")
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -312,37 +310,45 @@ def fig_depth_panels(runs: dict[str, pd.DataFrame], metric: str, ylabel: str, ti
     return fig
 
 
-def time_curve(record: dict) -> np.ndarray:
-    """The input-gradient curve normalised to its mean over the last 10% of the input (the readout end)."""
-    c = np.asarray(record["probes"]["input_grad"]["curve"], dtype=float)
-    end = np.mean(c[-max(1, len(c) // 10):])
-    return c / end if end > 0 else np.full_like(c, np.nan)
+def _mean_edge(keys_, records: dict, when: str, edge: str) -> np.ndarray | None:
+    """Geometric mean over runs of a matrix edge ("column": the last column, across layers; "row": the top
+    row, across time), relative to its value at the readout. None without runs that have the probe."""
+    curves = []
+    for k in keys_:
+        if "grad_states" not in records[k]["probes"]:
+            continue
+        m, _ = state_matrix(records[k], when)
+        c = m[:, -1] if edge == "column" else m[-1]
+        curves.append(c / c[-1] if c[-1] > 0 else np.full_like(c, np.nan))
+    if not curves or len({len(c) for c in curves}) > 1:
+        return None
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # a column of zeros only: NaN, left off the log axis
+        return np.exp(np.nanmean(np.log(np.where(np.asarray(curves) > 0, curves, np.nan)), axis=0))
 
 
 def fig_grad_time(runs: dict[str, pd.DataFrame], records: dict, fs: dict[str, float], depths: dict[str, list]):
-    """Input gradient across time, normalised at the readout, shallowest and deepest model per family
-    (fig-depth-grad-time). depths: family -> the depths swept; values at or below zero are left off the log axis."""
+    """The top row of the state-gradient matrix (across time, the readout at the right) at initialisation and
+    after training, for the shallowest and deepest LSTM (fig-depth-grad-time)."""
     import matplotlib.pyplot as plt
 
     from .. import plots
     fig, axes = plt.subplots(1, len(runs), figsize=(11, 4.3), squeeze=False)
     for ax, (name, df) in zip(axes[0], runs.items()):
-        for family in [f for f in ("cnn", "lstm", "reslstm") if f in depths]:
-            for depth, ls in [(min(depths[family]), "-"), (max(depths[family]), "--")]:
+        for family in [f for f in ("lstm", "reslstm") if f in depths]:
+            for depth in sorted({min(depths[family]), max(depths[family])}):
                 keys_ = df[(df["family"] == family) & (df["depth"] == depth)]["key"]
-                curves = [time_curve(records[k]) for k in keys_ if "input_grad" in records[k]["probes"]]
-                if not curves:
-                    continue
-                length = records[keys_.iloc[0]]["probes"]["input_grad"]["length"]
-                with np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a curve with no end
-                    c = np.nanmean(curves, axis=0)
-                c = np.where(c > 0, c, np.nan)  # exact zeros (float32 underflow) have no place on a log axis
-                ax.plot(np.linspace(0, length / fs[name], len(c)), c, ls=ls, color=plots.FAMILY_COLORS[family],
-                        label=f"{FAMILY_LABELS[family]} ({depth})")
+                for when, ls in (("init", "-"), ("final", "--")):
+                    c = _mean_edge(keys_, records, when, "row")
+                    if c is None:
+                        continue
+                    t = state_matrix(records[keys_.iloc[0]], when)[1]
+                    ax.plot(t / fs[name], c, ls=ls, lw=2 if depth == max(depths[family]) else 1,
+                            color=plots.FAMILY_COLORS[family],
+                            label=f"{FAMILY_LABELS[family]} ({depth}), {'init' if when == 'init' else 'trained'}")
         if ax.lines:
             ax.set_yscale("log")
-        ax.set(xlabel="input time (s)", ylabel="gradient / its mean at the end", title=DATASETS[name])
+        ax.set(xlabel="input time (s)", ylabel="gradient / its value at the readout", title=DATASETS[name])
     if axes[0][0].lines:
         axes[0][0].legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -410,27 +416,29 @@ def _deepest_keys(df: pd.DataFrame, family: str, depths: dict) -> pd.Series:
 
 
 def fig_grad_layers(runs: dict[str, pd.DataFrame], records: dict, depths: dict[str, list]):
-    """RMS gradient per layer at initialisation relative to the last layer, deepest model per family
-    (fig-depth-grad-layers). depths: family -> the depths swept."""
+    """The last column of the state-gradient matrix (across layers at the readout step) relative to the top
+    layer, deepest model per family, at initialisation (solid) and after training (dashed) (fig-depth-grad-layers)."""
     import matplotlib.pyplot as plt
 
     from .. import plots
     fig, axes = plt.subplots(1, len(runs), figsize=(11, 4.3), sharey=True, squeeze=False)
     for ax, (name, df) in zip(axes[0], runs.items()):
         for family in depths:
-            profiles = [rms_profile(records[k]["probes"]["grad_norms_init"], records[k])
-                        for k in _deepest_keys(df, family, depths)]
-            if not profiles:
-                continue
-            rel = np.nanmean([p / p[-1] for p in profiles], axis=0)
-            ax.plot(np.arange(1, len(rel) + 1), rel, marker="o", color=plots.FAMILY_COLORS[family],
-                    label=f"{FAMILY_LABELS[family]} ({max(depths[family])} layers)")
-        ax.set_yscale("log")
+            for when, ls in (("init", "-"), ("final", "--")):
+                rel = _mean_edge(_deepest_keys(df, family, depths), records, when, "column")
+                if rel is None:
+                    continue
+                ax.plot(np.arange(1, len(rel) + 1), rel, marker="o", ls=ls, color=plots.FAMILY_COLORS[family],
+                        label=f"{FAMILY_LABELS[family]} ({max(depths[family])} layers)" if when == "init" else None)
+        if ax.lines:
+            ax.set_yscale("log")
         ax.axhline(1, color="grey", lw=0.8, ls=":")
-        ax.set(xlabel="layer (1 = input side)", ylabel="RMS gradient / last layer's", title=DATASETS[name])
+        ax.set(xlabel="layer (1 = input side)", ylabel="|d loss / d h| / top layer's", title=DATASETS[name])
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    axes[0][-1].legend(loc="best", fontsize=8)
-    fig.suptitle("Gradient across layers at initialisation", fontweight="bold")
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(loc="best", fontsize=8)
+    fig.suptitle("Gradient across layers at the readout step: initialisation (solid), trained (dashed)",
+                 fontweight="bold")
     fig.tight_layout()
     return fig
 
@@ -460,40 +468,16 @@ def fig_grad_decay(grads: pd.DataFrame):
     return fig
 
 
-def fig_grad_training(runs: dict[str, pd.DataFrame], records: dict, depths: dict[str, list]):
-    """Attenuation across the stack epoch by epoch for the deepest model per family (fig-depth-grad-training)."""
-    import matplotlib.pyplot as plt
-
-    from .. import plots
-    fig, axes = plt.subplots(1, len(runs), figsize=(11, 4.3), sharey=True, squeeze=False)
-    for ax, (name, df) in zip(axes[0], runs.items()):
-        for family in depths:
-            curves = pd.DataFrame([{"epoch": h["epoch"],
-                                    "decay": stats.attenuation(rms_profile(h["grad_norms"], records[k]))["orders"]}
-                                   for k in _deepest_keys(df, family, depths) for h in records[k]["history"]])
-            if curves.empty or max(depths[family]) < 2:
-                continue
-            c = curves.groupby("epoch")["decay"].mean()
-            ax.plot(c.index, c.values, marker="o", color=plots.FAMILY_COLORS[family],
-                    label=f"{FAMILY_LABELS[family]} ({max(depths[family])})")
-        ax.axhline(0, color="grey", lw=0.8, ls=":")
-        ax.set(xlabel="epoch", ylabel="orders of magnitude lost, last to first layer", title=DATASETS[name])
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    axes[0][-1].legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def c8_text(grads: pd.DataFrame, rnn_depths) -> str:
-    """C8's two measures per dataset in words, with how many time values are lower bounds."""
-    e = c8_effects(grads, rnn_depths)
+def c8_text(grads: pd.DataFrame, deep: int) -> str:
+    """C8's two edges of one matrix per dataset in words: totals, rates, and the same after training."""
+    init, final = c8_effects(grads, deep, "init"), c8_effects(grads, deep, "final")
     return "\n".join(
-        f"- {DATASETS[n]}: orders of magnitude of gradient lost across the time steps of a one-layer LSTM "
-        f"{fmt_ci(*r['time'][:3])}"
-        + (f" (a lower bound: in {r['censored']} of {r['n_time']} runs the gradient fell below float32 "
-           f"resolution within {r['resolved']} of {r['steps']} input samples)" if r["censored"] else "")
-        + f"; across the {max(rnn_depths)} layers of a stacked LSTM {fmt_ci(*r['layers'][:3])}; "
-        f"difference {fmt_ci(*r['diff'][:3])}." for n, r in e.items())
+        f"- {DATASETS[n]} ({r['steps']} input samples): in the same {deep}-layer LSTM at initialisation, the gradient "
+        f"loses {fmt_ci(*r['time'][:3])} orders of magnitude across the time steps of its top layer "
+        f"({fmt_ci(*r['per_100'][:3])} per 100 samples) and {fmt_ci(*r['layers'][:3])} across its layers "
+        f"({fmt_ci(*r['per_layer'][:3])} per layer); difference {fmt_ci(*r['diff'][:3])}. After training: "
+        f"{fmt_ci(*final[n]['time'][:3])} across time, {fmt_ci(*final[n]['layers'][:3])} across layers."
+        for n, r in init.items())
 
 
 def fig_epoch_time(depth_runs: pd.DataFrame, records: dict):
@@ -580,3 +564,113 @@ def literature_table(runs: dict[str, pd.DataFrame], best: dict, shallow: int, de
          "ours (MIT-BIH)": f"best recurrent minus best CNN, test macro-F1: {pair('mitdb')}",
          "ours (CinC)": pair("cinc2017")},
     ])
+
+
+# ---- C8's behavioural check: the lag task (synthetic.lag_splits) ----
+
+def lag_sweep(base: dict, lags, depths, fixed_lag: int, lrs, seeds) -> list:
+    """A one-layer LSTM at every lag, and LSTMs of every depth at `fixed_lag`, each at every learning rate of
+    `lrs` (the same search at every point). Read out from the last state: a pooled readout would let the marked
+    value reach the output without crossing the lag."""
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    base = {**base, "dataset": "synthetic", "family": "lstm", "readout": "last"}
+    return (experiments.sweep({**base, "depth": 1}, lag=list(lags), lr=list(lrs), seed=seeds)
+            + experiments.sweep({**base, "lag": fixed_lag}, depth=list(depths), lr=list(lrs), seed=seeds))
+
+
+def lag_tuned(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (depth, lag), the runs of the learning rate with the best mean validation score (validation only)."""
+    keep = []
+    for _, g in runs.groupby(["depth", "lag"]):
+        score = g.groupby("lr")["val_score"].mean()
+        keep.append(g[g["lr"] == (score.idxmax() if score.notna().any() else g["lr"].iloc[0])])
+    return pd.concat(keep) if keep else runs
+
+
+def lag_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per point of the lag sweep: the chosen learning rate and the test accuracy of its usable runs, or
+    "failed to train" with why."""
+    rows = []
+    for (depth, lag), g in lag_tuned(runs).groupby(["depth", "lag"]):
+        u = protocol.usable(g)
+        rows.append({"layers": depth, "lag": lag, "lr": g["lr"].iloc[0], "usable runs": f"{len(u)} of {len(g)}",
+                     "test accuracy": fmt_ci(*stats.ci(u["test_acc"], "test_acc")) if len(u) else
+                     f"failed to train ({int(g['collapsed'].sum())} collapsed, {int((~g['converged']).sum())} "
+                     "unconverged)"})
+    return pd.DataFrame(rows)
+
+
+def c8_lag(runs: pd.DataFrame, lags, depths, fixed_lag: int) -> Judgement:
+    """Accuracy a one-layer LSTM loses from the shortest to the longest lag minus what LSTMs lose from the
+    shallowest to the deepest stack at `fixed_lag` (paired by seed, usable runs), claimed above zero. A point
+    where the LSTM failed to train is a finding, not a score: the long lag failing while the deep stack trains
+    supports the claim, the reverse refutes it."""
+    u = protocol.usable(lag_tuned(runs))
+    acc = lambda d, k: u[(u["depth"] == d) & (u["lag"] == k)].set_index("seed")["test_acc"]
+    far, deep = acc(1, max(lags)), acc(max(depths), fixed_lag)
+    if far.empty or deep.empty:
+        if far.empty and deep.empty:
+            return Judgement("inconclusive", f"no usable run at lag {max(lags)} (1 layer) nor at depth {max(depths)}")
+        if far.empty:
+            return Judgement("supported", f"a one-layer LSTM failed to train at lag {max(lags)}, while {max(depths)} "
+                                          f"stacked layers trained at lag {fixed_lag}")
+        return Judgement("refuted", f"{max(depths)} stacked layers failed to train at lag {fixed_lag}, while one "
+                                    f"layer trained at lag {max(lags)}")
+    drop_time = acc(1, min(lags)) - far
+    drop_depth = acc(min(depths), fixed_lag) - deep
+    return judge(*_est(drop_time - drop_depth), margin("C8", "acc_drop"),
+                 what=f"accuracy lost from lag {min(lags)} to {max(lags)} (1 layer) - from depth {min(depths)} to "
+                      f"{max(depths)} (lag {fixed_lag})")
+
+
+def fig_lag(runs: pd.DataFrame, fixed_lag: int):
+    """Test accuracy of the lag task: one layer versus lag (left), stacked layers versus depth (right)
+    (fig-depth-lag). Usable runs of the chosen learning rate; failed points are missing."""
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+    u = protocol.usable(lag_tuned(runs))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+    for ax, (d, x, title) in zip(axes, [(u[u["depth"] == 1], "lag", "one LSTM layer, lag grows"),
+                                        (u[u["lag"] == fixed_lag], "depth", f"lag {fixed_lag}, depth grows")]):
+        s = stats.summarise(d, ["family", x], "test_acc")
+        if len(s):
+            plots.ci_lines(ax, s, x, logx=True)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel="lag (steps)" if x == "lag" else "depth (stacked layers)", ylabel="test accuracy", title=title)
+    fig.tight_layout()
+    return fig
+
+
+# ---- families built alike: normalisation as an ablation ----
+
+def norm_sweep(base: dict, conv_depths, rnn_depths, seeds) -> list:
+    """The plain CNN without batch norm and the LSTM with LayerNorm between layers, at the depth sweep's depths."""
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    return (experiments.sweep({**base, "family": "cnn", "norm": "none"}, depth=list(conv_depths), seed=seeds)
+            + experiments.sweep({**base, "family": "lstm", "norm": "layer"}, depth=list(rnn_depths), seed=seeds))
+
+
+def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
+    """Per family and normalisation (usable runs): training loss and test macro-F1 at the deep end, and their
+    change from `shallow` to `deep` paired by seed; the families' own normalisation beside the ablation."""
+    u = protocol.usable(runs).assign(norm=lambda d: d["norm"].fillna("own"))
+    rows = []
+    groups = sorted(u.groupby(["family", "norm"]), key=lambda kv: (kv[0][0], kv[0][1] != "own"))  # own first
+    for (family, norm), g in groups:
+        row = {"family": FAMILY_LABELS[family], "normalisation": {"own": "the family's own", "none": "no batch norm",
+                                                                  "layer": "LayerNorm between layers"}[norm]}
+        for metric, what in (("train_loss", "training loss"), ("test_macro_f1", "test macro-F1")):
+            at = g[g["depth"] == deep][metric]
+            row[f"{what}, depth {deep}"] = fmt_ci(*stats.ci(at, metric)) if len(at) else "no usable run"
+            row[f"{what}, {deep} - {shallow}"] = fmt_ci(*_est(_per_seed(g, family, metric, shallow, deep))[:3])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def describe_lag(base: dict, lags, depths, fixed_lag: int, lrs) -> str:
+    """The lag task's setup in one paragraph, read from its parameters."""
+    c = experiments.RunConfig(**{**base, "dataset": "synthetic", "family": "lstm", "lag": fixed_lag})
+    return (f"Sequences of {c.length} steps, {c.n_train} training sequences (validation and test a quarter of that "
+            f"each), width {c.width}; one layer at lags {list(lags)}, depths {list(depths)} at lag {fixed_lag}; "
+            f"learning rates {list(lrs)}, at most {c.epochs} epochs; {recipe({**base, 'dataset': 'synthetic'})}.")
