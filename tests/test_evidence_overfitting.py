@@ -147,3 +147,18 @@ def test_memorisation_leakage_and_label_noise_texts():
     assert ov.paired_text(leak, PAIR, "split", "test_score", "intra", "inter", "X").startswith("X (paired by seed):")
     noise = leak.assign(labels=np.where(leak["split"] == "inter", "final", "original"))
     assert ov.fig_label_noise(noise, PAIR) is not None
+
+
+def test_no_usable_run_gives_inconclusive_verdicts_not_errors():
+    """Smoke-sized runs stop before they converge: every verdict must then read inconclusive, never raise."""
+    def unusable(cells, by, **fixed):
+        return ov.with_gaps(runs(cells, by=by, **fixed).assign(converged=False))
+    c2 = unusable({(f, d): (0.9, 0.7, 0.5) for f in PAIR for d in (1, 2)}, ("family", "depth"))
+    assert ov.c2_effects(c2, 1, 2)["judgement"].verdict == "inconclusive" and ov.fig_c2(c2, PAIR, [1, 2])
+    st = unusable({(f, 2, s): (0.9, 0.7, 0.5) for f in PAIR for s in (0.0, 1.0)}, ("family", "depth", "early_lr_scale"))
+    assert ov.c5(st, 0.0, 2, 1).verdict == "inconclusive" and ov.fig_starve(st, PAIR, [0.0])
+    assert len(ov.starve_table(st, PAIR, [0.0], []))
+    va = unusable({(f, 2, w): (0.9, 0.7, 0.5) for f in PAIR for w in (4, 8)}, ("family", "n_patients", "width"),
+                  train_beats=300)
+    assert ov.c6(va, [4, 8], [2]).verdict == "inconclusive" and ov.fig_variety(va, PAIR, [4, 8])
+    assert len(ov.variety_table(va, PAIR)) == 4
