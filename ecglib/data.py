@@ -505,8 +505,8 @@ def ds1_folds(beats: dict[str, np.ndarray]) -> list[list[str]]:
 
 def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, float] = (0.25, 0.45),
                  lead: str = "MLII", normalize: bool = True, seed: int = 0, fold: int = 0,
-                 rr: bool = False) -> dict[str, Split]:
-    """MIT-BIH beats in AAMI classes, split into train / val / test.
+                 rr: bool = False, holdout: float = 0.0) -> dict[str, Split]:
+    """MIT-BIH beats in AAMI classes, split into train / val / test (and "seen" with `holdout`).
 
     rr=True adds the beat's rr_features as three more input channels, constant over the window: every model
     family gets the same rhythm context through its ordinary input.
@@ -514,9 +514,16 @@ def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, fl
     inter: val = DS1 fold `fold` (ds1_folds), train = the other DS1 records, test = DS2: no patient in
     two sets. intra: the same 44 records' beats split at random (`seed`), stratified by class, into sets
     of the inter sizes: the usual leaky protocol, for comparison.
+
+    holdout (inter only): the last `holdout` share, in time, of every training record's beats becomes a fourth
+    split, "seen": new beats of the training patients. Held out as one contiguous stretch at the end of each
+    record, not drawn at random, so a seen beat's neighbours (which share its rhythm and noise) are not in
+    training; train minus seen is overfitting, seen minus test the step to new patients.
     """
     if scheme not in ("inter", "intra"):
         raise ValueError(f"unknown scheme {scheme!r}; valid: inter, intra")
+    if not 0 <= holdout < 1 or (holdout and scheme != "inter"):
+        raise ValueError(f"holdout must be in [0, 1) and needs the inter scheme; got {holdout!r} with {scheme!r}")
     if not isinstance(fold, (int, np.integer)) or not 0 <= fold < N_FOLDS:
         raise ValueError(f"fold must be an integer in [0, {N_FOLDS}), got {fold!r}")
     beats = _mitdb_beats(fs, tuple(window), lead, normalize)
@@ -529,6 +536,8 @@ def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, fl
     }
     if scheme == "inter":
         index = inter
+        if holdout:
+            index = {**inter, **_tail_holdout(beats["record"], beats["sample"], inter["train"], holdout)}
     else:
         rest, test = train_test_split(np.arange(len(y)), test_size=len(inter["test"]), stratify=y, random_state=seed)
         train, val = train_test_split(rest, test_size=len(inter["val"]), stratify=y[rest], random_state=seed)
@@ -547,6 +556,15 @@ def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, fl
                     meta=pd.DataFrame({c: beats[c][i] for c in meta_cols}))
         for part, i in index.items()
     }
+
+
+def _tail_holdout(record: np.ndarray, sample: np.ndarray, train: np.ndarray, share: float) -> dict[str, np.ndarray]:
+    """Split the training beats (indices) into the first 1 - share of each record's beats in time ("train")
+    and the last `share` ("seen")."""
+    by_record = pd.DataFrame({"record": record[train], "sample": sample[train]}).groupby("record")["sample"]
+    position = by_record.rank(method="first").to_numpy() - 1
+    seen = position >= np.ceil((1 - share) * by_record.transform("size").to_numpy())
+    return {"train": train[~seen], "seen": train[seen]}
 
 
 # ----------------------------------------------------------------------------- CinC 2017 records

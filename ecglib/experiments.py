@@ -63,6 +63,9 @@ class RunConfig:
     n_train: int = 2000
     train_fraction: float = 1.0          # stratified, seeded subsample of the training split
     cap_per_class: int | None = None     # at most this many training items of any class (seeded; MIT-BIH N beats)
+    seen_holdout: float = 0.0            # mitdb inter: last share of each training record held out ("seen" split)
+    n_patients: int | None = None        # mitdb inter: train on this many DS1 training records (seeded)
+    train_beats: int | None = None       # exactly this many training items (seeded draw): amount apart from variety
     # model
     family: str = "cnn"
     depth: int = 2
@@ -85,6 +88,8 @@ class RunConfig:
     patience: int | None = 6
     class_weighted: bool = True
     max_batches: int | None = None
+    early_layers: int = 0                # the first this many stacked layers learn at early_lr_scale x the rate
+    early_lr_scale: float = 1.0          # 0 freezes them; 1 (the default) is plain training
     seed: int = 0
     # measurements after training (names in PROBES)
     probes: tuple = ()
@@ -128,6 +133,15 @@ class RunConfig:
             raise ValueError(f"lag {self.lag} needs sequences longer than it: set length >= {self.lag + 1}")
         if self.rr and self.dataset != "mitdb":
             raise ValueError(f"rr (RR-interval channels) needs dataset mitdb, not {self.dataset!r}")
+        for name in ("seen_holdout", "n_patients"):
+            if getattr(self, name) != _DEFAULTS[name] and (self.dataset, self.split) != ("mitdb", "inter"):
+                raise ValueError(f"{name} picks DS1 training patients: it needs dataset mitdb and split inter, "
+                                 f"not {self.dataset!r} / {self.split!r}")
+        if self.early_lr_scale == 1.0:
+            object.__setattr__(self, "early_layers", 0)   # nothing is scaled: plain training, one key
+        elif not 1 <= self.early_layers <= self.depth:
+            raise ValueError(f"early_lr_scale {self.early_lr_scale} needs early_layers in [1, depth={self.depth}], "
+                             f"got {self.early_layers}")
         if ("permute" in self.probes) != bool(self.permute_s):
             raise ValueError(f"permute_s {self.permute_s!r} and probes {self.probes!r}: the 'permute' probe "
                              "needs permute_s (segment lengths in seconds), and permute_s is used only by it")
@@ -152,6 +166,7 @@ _FORMAT_FIELDS = frozenset((
     "train_fraction", "cap_per_class", "family", "depth", "width", "kernel_size", "dropout", "bidirectional",
     "conv_depth", "pool", "readout", "forget_bias", "epochs", "batch_size", "lr", "weight_decay", "schedule",
     "clip", "patience", "class_weighted", "max_batches", "seed", "probes", "permute_s"))
+# Added since (hashed only when set): seen_holdout, n_patients, train_beats, early_layers, early_lr_scale.
 
 _MODEL_OPTIONS = ("kernel_size", "dropout", "bidirectional", "conv_depth", "pool", "readout", "forget_bias", "norm")
 
@@ -186,6 +201,9 @@ _RULES = {
     "n_train": ("int", lambda v: v >= 4, ">= 4"),
     "train_fraction": ("float", lambda v: 0 < v <= 1, "in (0, 1]"),
     "cap_per_class": ("int?", lambda v: v >= 1, ">= 1, or null for no cap"),
+    "seen_holdout": ("float", lambda v: 0 <= v <= 0.5, "a share in [0, 0.5]; 0 holds out nothing"),
+    "n_patients": ("int?", lambda v: v >= 1, ">= 1, or null for every training record"),
+    "train_beats": ("int?", lambda v: v >= 1, ">= 1, or null for no fixed count"),
     "rr": ("bool", None, ""),
     "family": ("choice", None, ""),
     "depth": ("int", lambda v: v >= 1, ">= 1"),
@@ -208,6 +226,8 @@ _RULES = {
     "patience": ("int?", lambda v: v >= 1, ">= 1, or null for no early stopping"),
     "class_weighted": ("bool", None, ""),
     "max_batches": ("int?", lambda v: v >= 1, ">= 1, or null for whole epochs"),
+    "early_layers": ("int", lambda v: v >= 0, ">= 0"),
+    "early_lr_scale": ("float", lambda v: 0 <= v <= 1, "in [0, 1]; 0 freezes the early layers"),
     "seed": ("int", lambda v: v >= 0, ">= 0"),
     "probes": ("names", None, ""),
     "permute_s": ("floats", lambda v: all(s > 0 for s in v), "seconds > 0"),
@@ -309,7 +329,9 @@ def load_splits(config: RunConfig) -> dict:
 
     if config.dataset == "mitdb":
         splits = data.mitdb_splits(scheme=config.split, fs=config.fs, window=config.window, seed=0,
-                                   fold=validation_fold(config), rr=config.rr)
+                                   fold=validation_fold(config), rr=config.rr, holdout=config.seen_holdout)
+        if config.n_patients is not None:
+            splits = _patients(splits, config)
     elif config.dataset == "cinc2017":
         splits = data.cinc2017_splits(fs=config.fs, labels=config.labels, seed=0)
         if config.labels != "final":
@@ -327,9 +349,26 @@ def load_splits(config: RunConfig) -> dict:
         train = _subset(train, _stratified(train.y, config.train_fraction, rng))
     if config.cap_per_class is not None:
         train = _subset(train, _capped(train.y, config.cap_per_class, rng))
+    if config.train_beats is not None:
+        if config.train_beats > len(train.y):
+            raise ValueError(f"train_beats {config.train_beats} exceeds the {len(train.y)} training items this "
+                             "run has (fewer patients or a smaller fraction); lower train_beats")
+        train = _subset(train, np.sort(rng.choice(len(train.y), config.train_beats, replace=False)))
     if config.shuffle_labels:
         train = replace(train, y=rng.permutation(train.y))
     return {**splits, "train": train}
+
+
+def _patients(splits: dict, config: RunConfig) -> dict:
+    """Train (and hold out "seen" beats) on n_patients of the DS1 training records, drawn with the run's seed.
+    Its own generator, so the draw is nested (with one seed, 4 patients include the 2) and no other draw moves."""
+    records = sorted(set(splits["train"].meta["record"]))
+    if config.n_patients > len(records):
+        raise ValueError(f"n_patients {config.n_patients} exceeds the {len(records)} DS1 training records of "
+                         f"validation fold {validation_fold(config)}; use at most {len(records)}")
+    keep = np.random.default_rng([config.seed, 1]).permutation(records)[:config.n_patients]
+    return {**splits, **{part: _subset(s, np.flatnonzero(s.meta["record"].isin(keep)))
+                         for part, s in splits.items() if part in ("train", "seen")}}
 
 
 def validation_fold(config: RunConfig) -> int:
@@ -356,12 +395,15 @@ def make_datasets(config: RunConfig, splits: dict) -> dict:
     n = len(train.y)
     rng = np.random.default_rng(config.seed)
     sub = np.sort(rng.choice(n, TRAIN_EVAL_MAX, replace=False)) if n > TRAIN_EVAL_MAX else np.arange(n)
-    return {
+    datasets = {
         "train": EcgDataset(train, crop=crop, random_crop=crop is not None, shuffle=shuffle),
         "val": EcgDataset(splits["val"], crop=crop, shuffle=shuffle),
         "test": EcgDataset(splits["test"], crop=crop, shuffle=shuffle),
         "train_eval": EcgDataset(_subset(train, sub), crop=crop, shuffle=shuffle),
     }
+    if "seen" in splits:   # config.seen_holdout: new beats of the training patients
+        datasets["seen"] = EcgDataset(splits["seen"], crop=crop)
+    return datasets
 
 
 def build(config: RunConfig, datasets: dict):
@@ -392,10 +434,14 @@ def execute(config: RunConfig) -> dict:
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         schedule=config.schedule, clip=config.clip, patience=config.patience, scored=scored,
         class_weighted=config.class_weighted, seed=config.seed, progress=True, max_batches=config.max_batches,
+        early_layers=config.early_layers, early_lr_scale=config.early_lr_scale,
     )
     result = tr.train(model, datasets["train"], datasets["val"], cfg, test_ds=datasets["test"])
     # A run that diverged in its first epoch has no finite weights: its train metrics are as missing as val's.
-    train_metrics = tr.evaluate(model, datasets["train_eval"], scored=scored) if result.best_epoch else result.val
+    # weight: the training objective's class weights, so the record also holds the loss training minimised
+    weight = tr.class_weights(datasets["train"], model.n_classes) if config.class_weighted else None
+    train_metrics = (tr.evaluate(model, datasets["train_eval"], scored=scored, weight=weight) if result.best_epoch
+                     else result.val)
     chance = tr.chance_score(datasets["val"].class_counts(), scored)
     collapsed = tr.collapse(result.test["confusion"], result.val["score"], chance)
     probes = {name: PROBES[name](model, datasets, config) for name in config.probes}
@@ -412,9 +458,12 @@ def execute(config: RunConfig) -> dict:
         "n_params": model.n_params,
         "receptive_field": model.receptive_field,
         "classes": list(datasets["train"].classes),
-        "train": _metrics(train_metrics),
+        # weighted_loss: the objective training minimised (the plain loss for an unweighted run)
+        "train": {**_metrics(train_metrics), "weighted_loss": train_metrics.get("weighted_loss", train_metrics["loss"])},
         "val": _metrics(result.val),
         "test": _metrics(result.test, confusion=True),
+        **({"seen": _metrics(_evaluate_seen(model, datasets, result, scored), confusion=True)}
+           if "seen" in datasets else {}),
         "history": result.history,
         "probes": probes,
         "provenance": {
@@ -429,6 +478,13 @@ def execute(config: RunConfig) -> dict:
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     })
+
+
+def _evaluate_seen(model, datasets: dict, result, scored) -> dict:
+    from ecglib import train as tr
+    if not result.best_epoch:   # diverged in its first epoch: no finite weights
+        return tr._nan_metrics(model.n_classes)
+    return tr.evaluate(model, datasets["seen"], scored=scored)
 
 
 def git_commit() -> str:
@@ -695,8 +751,11 @@ def load_records(configs=None, store=None) -> list[dict]:
 
 
 _METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1", "score")]
+# Blocks newer records may hold (NaN where a record has none): seen (config.seen_holdout), train.weighted_loss.
+_OPTIONAL_COLUMNS = [f"seen_{m}" for m in ("loss", "acc", "macro_f1", "score")] + ["train_weighted_loss"]
 _RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "converged", "collapsed", "collapse",
-                "n_params", "receptive_field", *_METRIC_COLUMNS, "wall_s", "device", "commit", "code", "finished_at"]
+                "n_params", "receptive_field", *_METRIC_COLUMNS, *_OPTIONAL_COLUMNS, "wall_s", "device", "commit",
+                "code", "finished_at"]
 
 
 def _row(r: dict) -> dict:
@@ -707,6 +766,10 @@ def _row(r: dict) -> dict:
     for s in ("train", "val", "test"):
         for m in ("loss", "acc", "macro_f1", "score"):
             row[f"{s}_{m}"] = np.nan if r[s][m] is None else r[s][m]
+    for column in _OPTIONAL_COLUMNS:
+        block, m = column.split("_", 1)
+        v = r.get(block, {}).get(m)
+        row[column] = np.nan if v is None else v
     p = r["provenance"]
     row.update(wall_s=p["wall_s"], device=p["device"], commit=p["commit"], finished_at=p["finished_at"],
                code=p.get("code") or code_version_at(p["commit"]))

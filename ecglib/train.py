@@ -68,6 +68,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     max_batches: int | None = None  # batches per epoch at most (smoke runs)
+    early_layers: int = 0           # the first this many of model.layers learn at early_lr_scale x lr ...
+    early_lr_scale: float = 1.0     # ... (0: frozen at init): a vanishing gradient imposed by hand, see _optimizer
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
@@ -78,6 +80,9 @@ class TrainConfig:
                                  + (" or None" if name in ("patience", "max_batches") else ""))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"TrainConfig.schedule={self.schedule!r} is invalid; valid schedules: {SCHEDULES}")
+        if self.early_layers < 0 or not 0 <= self.early_lr_scale <= 1:
+            raise ValueError(f"TrainConfig needs early_layers >= 0 and early_lr_scale in [0, 1]; got "
+                             f"{self.early_layers}, {self.early_lr_scale}")
         if not self.lr > 0 or self.weight_decay < 0 or (self.clip is not None and not self.clip > 0):
             raise ValueError(f"TrainConfig needs lr > 0, weight_decay >= 0 and clip > 0 or None; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, clip={self.clip}")
@@ -209,21 +214,31 @@ def converged(history: list[dict], best_epoch: int, patience: int | None, diverg
 
 
 @torch.inference_mode()
-def evaluate(model, ds, batch_size=512, device=None, amp=True, scored=None) -> dict:
-    """Unweighted mean cross-entropy and metrics() of `model` on `ds`, in eval mode."""
+def evaluate(model, ds, batch_size=512, device=None, amp=True, scored=None, weight=None) -> dict:
+    """Unweighted mean cross-entropy (loss) and metrics() of `model` on `ds`, in eval mode; with `weight` (the
+    training set's class_weights) also weighted_loss: the class-weighted cross-entropy training minimised
+    (F.cross_entropy's weighted mean)."""
     device = pick_device(device) if device is not None else _device_of(model)
     model.to(device).eval()
     loss, ys, preds = torch.zeros((), device=device), [], []
+    w = None if weight is None else torch.as_tensor(weight, dtype=torch.float32, device=device)
+    weighted, weights = torch.zeros((), device=device), torch.zeros((), device=device)
     for x, y in make_loader(ds, batch_size, device):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(x)
         loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        if w is not None:
+            weighted += F.cross_entropy(logits.float(), y, weight=w, reduction="sum")
+            weights += w[y].sum()
         ys.append(y)
         preds.append(logits.argmax(1))
     y, pred = (torch.cat(t).cpu().numpy() if t else np.zeros(0, int) for t in (ys, preds))
     out = metrics(y, pred, model.n_classes, scored)
-    return {"loss": loss.item() / len(y) if len(y) else math.nan, **out}
+    out = {"loss": loss.item() / len(y) if len(y) else math.nan, **out}
+    if w is not None:
+        out["weighted_loss"] = (weighted / weights).item() if weights.item() else math.nan
+    return out
 
 
 def class_weights(ds, n_classes) -> torch.Tensor:
@@ -241,10 +256,27 @@ def class_weights(ds, n_classes) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def _optimizer(model, cfg) -> torch.optim.AdamW:
+    """AdamW; with cfg.early_layers, the first early_layers of model.layers in a second parameter group at
+    early_lr_scale x the rate. The step is scaled, not the gradient: Adam divides each weight's gradient by its
+    own running RMS, so a constant factor on the gradient cancels, while a vanishing gradient under SGD shrinks
+    the step. Scale 0 freezes those layers exactly (decoupled weight decay is scaled by the rate too). Group 0
+    stays the main group, whose rate the history records."""
+    if not cfg.early_layers:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.early_layers > len(model.layers):
+        raise ValueError(f"TrainConfig.early_layers={cfg.early_layers} exceeds the model's {len(model.layers)} layers")
+    early = {id(p) for layer in model.layers[:cfg.early_layers] for p in layer.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in early]},
+              {"params": [p for p in model.parameters() if id(p) in early], "lr": cfg.lr * cfg.early_lr_scale}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _scheduler(opt, cfg, total_steps, steps_per_epoch):
     """The per-step schedule (plateau: the warm-up; its cuts are made per epoch by ReduceLROnPlateau)."""
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps)
+        max_lr = [g["lr"] for g in opt.param_groups] if cfg.early_layers else cfg.lr   # each group its own peak
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total_steps)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     return torch.optim.lr_scheduler.LinearLR(opt, start_factor=WARMUP_START, total_iters=steps_per_epoch)
@@ -302,7 +334,7 @@ def train(model, train_ds, val_ds, cfg: TrainConfig | None = None, test_ds=None)
         raise ValueError("train: the training dataset is empty")
     steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     weight = class_weights(train_ds, model.n_classes).to(device) if cfg.class_weighted else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, cfg.epochs * steps, steps)
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=LR_FACTOR, patience=LR_PATIENCE)
                if cfg.schedule == "plateau" else None)

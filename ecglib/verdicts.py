@@ -46,7 +46,9 @@ MARGINS: dict[str, dict[str, Margin]] = {
                                                 "fluctuations on its test set")},
     "C4": {"test_macro_f1": Margin(0.02, _F1, "two points of macro-F1: about the seed-to-seed spread of a test score")},
     "C5": {"spearman": Margin(0.3, "Spearman rho", "a moderate rank correlation (Cohen); weaker ones explain "
-                                                   "under a tenth of the variation")},
+                                                   "under a tenth of the variation"),
+           "gap": Margin(0.02, _F1, "two points of macro-F1 of overfitting gap: about the seed-to-seed spread of a "
+                                    "score, the same margin as C2's gap")},
     "C6": {"gap": Margin(0.02, _F1, "two points of macro-F1: about the seed-to-seed spread of a test score")},
     "C7": {"test_acc": Margin(0.05, "accuracy", "five points on a balanced two-class task"),
            "chance": Margin(0.1, "accuracy", "a model blind to the pattern counts as at chance (0.5) unless it is "

@@ -455,3 +455,19 @@ def test_dataset_shuffled_segments_keep_each_segment_and_lose_order():
     torch.manual_seed(0)
     assert draws == [train.__getitems__([0])[0][0, 0].tolist() for _ in range(20)]
     assert len({tuple(d) for d in draws}) > 5
+
+
+def test_seen_patient_holdout_is_the_last_stretch_of_each_training_record(tiny_data):
+    """The overfitting chapter says the seen-patient beats are the last share, in time, of every training
+    patient's record: no seen beat precedes a training beat of its record, and no other split changes."""
+    plain, held = data.mitdb_splits(fold=0), data.mitdb_splits(fold=0, holdout=0.25)
+    train, seen = held["train"].meta, held["seen"].meta
+    assert set(seen["record"]) == set(train["record"]) == set(plain["train"].meta["record"])
+    assert (train.groupby("record")["sample"].max() < seen.groupby("record")["sample"].min()).all()
+    assert len(train) + len(seen) == len(plain["train"].y)
+    n = seen.groupby("record").size() + train.groupby("record").size()
+    assert (seen.groupby("record").size() == n - np.ceil(0.75 * n)).all()     # the last quarter, rounded down
+    for part in ("val", "test"):
+        assert held[part].meta.equals(plain[part].meta)
+    with pytest.raises(ValueError, match="needs the inter scheme"):
+        data.mitdb_splits("intra", holdout=0.2)

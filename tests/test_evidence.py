@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 
 from ecglib import experiments
-from ecglib.protocol import is_usable
 from ecglib.evidence import depth as ev
-from ecglib.evidence import overfitting as ov
 
 matplotlib.use("Agg")
 SEEDS = [0, 1, 2, 3]
@@ -165,56 +163,6 @@ def test_norm_ablation_sweep_and_table():
     assert t.iloc[1]["training loss, 8 - 2"].startswith("0.7")
 
 
-def test_collapsed_runs_have_no_gap_and_cannot_refute_c2():
-    spec = {("cnn", 2): good(0.6), ("cnn", 8): good(0.6), ("lstm", 2): good(0.2), ("lstm", 8): good(0.2)}
-    df = pd.concat(table(spec, datasets=("mitdb",), noise=0.0).values())
-    df = df.assign(collapsed=df["family"].eq("lstm"))   # as load_runs flags a one-class model
-    g = ov.with_gaps(df)
-    assert g[g["family"] == "lstm"]["gap"].isna().all() and g[g["family"] == "cnn"]["gap"].notna().all()
-    e = ov.c2_effects(g, 2, 8)
-    assert e["judgement"].verdict == "inconclusive" and "collapsed" in e["judgement"].reason
-    v = ov.c2({"mitdb": e}, {}, ["cnn", "lstm"], [g])
-    assert v.verdict == "inconclusive" and v.claim == "C2"
-    assert is_usable(df.assign(collapsed=False, converged=[True, False] * (len(df) // 2))).sum() == len(df) // 2
-
-
-def test_c2_supported_when_deeper_lstms_overfit_more_than_cnns():
-    spec = {("cnn", 2): good(0.8), ("cnn", 8): good(0.8), ("lstm", 2): good(0.7), ("lstm", 8): good(0.5)}
-    df = pd.concat(table(spec, datasets=("mitdb",)).values())
-    df.loc[df["family"] == "lstm", "train_macro_f1"] = 0.95 + 0.001 * df["seed"]
-    e = ov.c2_effects(ov.with_gaps(df), 2, 8)
-    assert e["judgement"].verdict == "supported"
-    assert set(ov.c2_table({"mitdb": e})["verdict"]) == {"supported"}
-
-
-def test_c5_undefined_correlation_says_why():
-    rec = pd.DataFrame({"flow": np.linspace(-2, 0, 12), "gap": np.zeros(12), "key": [f"k{i}" for i in range(12)]})
-    v = ov.c5(rec)
-    assert v.verdict == "inconclusive" and "needs at least 4" not in v.reason and "12" in v.reason
-    rec["gap"] = -rec["flow"] * 0.1 + np.linspace(0, 0.001, 12)      # weaker flow (more negative), larger gap
-    assert ov.c5(rec).verdict == "supported"
-
-
-def test_c6_and_c9_from_seeded_runs():
-    rows = []
-    for s in SEEDS:
-        for frac, gap in ((0.025, 0.2), (0.1, 0.05)):
-            rows.append({"family": "cnn", "train_fraction": frac, "seed": s, "gap": gap + 0.01 * s, "key": f"c{frac}{s}"})
-            rows.append({"family": "lstm", "train_fraction": frac, "seed": s, "gap": gap, "key": f"l{frac}{s}"})
-    curves = pd.DataFrame(rows)
-    leak = pd.DataFrame([{"family": "cnn", "split": sp, "seed": s, "test_macro_f1": 0.5 + 0.2 * (sp == "intra") + 0.01 * s,
-                          "key": f"{sp}{s}"} for sp in ("inter", "intra") for s in SEEDS])
-    assert ov.c6(curves, leak, [0.025, 0.1]).verdict == "supported"
-    regimes = {"base": {}, "all three": {"dropout": 0.3}}
-    reg = pd.DataFrame([{"family": "lstm", "regime": r, "seed": s, "status": "ok", "key": f"{r}{s}",
-                         "gap": (0.2 if r == "base" else 0.05) + 0.01 * s, "test_macro_f1": 0.6 + 0.001 * s}
-                        for r in regimes for s in SEEDS])
-    assert ov.c9(reg, regimes).verdict == "supported"
-    reg.loc[reg["regime"] == "all three", "test_macro_f1"] -= 0.2            # narrower gap, but at a price
-    v = ov.c9(reg, regimes)
-    assert v.verdict == "refuted" and "test score kept refuted" in v.reason
-
-
 @pytest.mark.parametrize("mit, verdict", [
     ((-0.014, -0.151, 0.124), "inconclusive"),   # the published C11: a wide CI across zero is not a refutation
     ((-0.002, -0.012, 0.008), "refuted"),        # narrow, inside the no-effect band
@@ -275,47 +223,3 @@ def test_depth_chapter_figures_and_texts_from_constructed_runs():
     speed = pd.DataFrame([{"family": f, "length": n, "samples_per_s": v / n} for f, v in (("cnn", 4e4), ("lstm", 1e4))
                           for n in (100, 200)])
     assert ev.fig_cost_length(speed, 4) is not None and "4.0x as many samples per second" in ev.cost_text(speed, 4, 32)
-
-
-def test_overfitting_chapter_figures_tables_and_texts():
-    runs = ov.with_gaps(pd.concat(table(SPEC).values()).assign(train_macro_f1=lambda d: d["test_macro_f1"] + 0.1))
-    with pytest.raises(ValueError, match="pair_depth 3 must be in conv_depths"):
-        ov.check_params(3, [2, 8], [2, 8], {"base": {}, "strong": {}})
-    with pytest.raises(ValueError, match="needs a reference"):
-        ov.check_params(2, [2, 8], [2, 8], {"base": {}})
-    for fig in (ov.fig_gap_depth(runs), ov.fig_gap_params(runs)):
-        assert fig is not None and not any(ax.get_legend() for ax in fig.axes)   # one shared legend below
-    pair = ["cnn", "lstm"]
-    curves = runs[runs["depth"] == 2].assign(train_fraction=lambda d: np.where(d["dataset"] == "mitdb", 0.1, 0.025))
-    assert ov.fig_curves(curves, 2) is not None
-    assert "Gap with 2.5% minus gap with 10.0%" in ov.c6_text(curves, pair, [0.025, 0.1])
-    regimes = {"base": {}, "strong": {"dropout": 0.3}}
-    configs, regime_of = ov.regime_sweep({"dataset": "synthetic", "depth": 2}, regimes, pair, [0, 1])
-    assert len(configs) == 8 and sorted(set(regime_of.values())) == ["base", "strong"]
-    reg = curves.assign(regime=np.where(curves["dataset"] == "mitdb", "base", "strong"), epochs=3)
-    assert ov.fig_regimes(reg, regimes, pair) is not None
-    assert "ended 4 of 16 runs" in ov.regime_text(reg, regimes, {k: 2 if i < 4 else 3 for i, k in enumerate(reg["key"])})
-    t = ov.regime_table(reg, regimes, pair)
-    assert list(t["regime"]) == ["strong", "strong"] and (t["pairs"] == 4).all()
-    recs = [{"config": {"family": f, "shuffle_labels": sh, "seed": s},
-             "history": [{"epoch": e, "train_f1": (0.3 if sh else 0.9) * e / 2} for e in (1, 2)]}
-            for f in pair for sh in (False, True) for s in SEEDS]
-    memo = ov.memorised(ov.memo_curves(recs))
-    assert memo[("lstm", True)][0] == pytest.approx(0.3) and ov.fig_memorisation(ov.memo_curves(recs))
-    assert "random** labels: plain CNN 0.300" in ov.memo_text(memo, pair)
-    leak = runs[runs["depth"] == 2].assign(split=np.where(runs[runs["depth"] == 2]["dataset"] == "mitdb", "inter", "intra"),
-                                           test_acc=0.9)
-    assert ov.fig_leakage(leak, pair) is not None and len(ov.leakage_table(leak, 2)) == 3 + 4
-    assert ov.paired_text(leak, pair, "split", "test_macro_f1", "intra", "inter", "X").startswith("X (paired by seed):")
-    noise = leak.assign(labels=np.where(leak["split"] == "inter", "final", "original"))
-    assert ov.fig_label_noise(noise, pair) is not None
-    flow = runs.assign(flow=runs["depth"] * -0.1)
-    assert ov.fig_gradflow(flow[flow["dataset"] == "mitdb"], ["lstm"], 0.5) is not None
-
-
-def test_overfitting_figures_survive_runs_without_gaps():
-    runs = pd.concat(table(SPEC).values()).assign(train_macro_f1=0.9, gap=math.nan)
-    fig = ov.fig_gap_params(runs)
-    fig.canvas.draw()
-    assert any("no usable run" in t.get_text() for t in fig.axes[1].texts)
-    assert ov.fig_gap_depth(runs) is not None

@@ -358,3 +358,42 @@ def test_the_saliency_and_input_gradient_use_the_true_class():
         idx = np.flatnonzero(y.numpy() == c)[:ex.SALIENCY_PER_CLASS]
         want = diagnostics.input_gradient(model, x[idx], target=c).sum(1).numpy()
         assert np.allclose(sal[name]["saliency"], want)
+
+
+def test_new_options_at_their_defaults_keep_the_key():
+    for field, default in (("seen_holdout", 0.0), ("n_patients", None), ("train_beats", None), ("early_layers", 0),
+                           ("early_lr_scale", 1.0)):
+        assert ex.RunConfig(**{field: default}).key == "c6b4255f0b03d64d"
+    assert ex.RunConfig(early_layers=1).key == ex.RunConfig().key          # scale 1: plain training, one key
+    assert ex.RunConfig(early_layers=1, early_lr_scale=0.0).key != ex.RunConfig().key
+    with pytest.raises(ValueError, match=r"needs early_layers in \[1, depth=2\]"):
+        ex.RunConfig(early_lr_scale=0.5)
+    with pytest.raises(ValueError, match="seen_holdout picks DS1 training patients"):
+        ex.RunConfig(dataset="cinc2017", seen_holdout=0.2)
+    with pytest.raises(ValueError, match="n_patients picks DS1 training patients"):
+        ex.RunConfig(split="intra", n_patients=3)
+
+
+def test_patients_and_beat_count(tiny_data):
+    """The chapter says the n patients are drawn with the run's seed, nested across n for one seed, that the
+    seen beats come from the same patients, and that the training set has exactly train_beats beats."""
+    base = {"dataset": "mitdb", "seen_holdout": 0.2, "seed": 1}
+    records = lambda n: set(ex.load_splits(ex.RunConfig(**base, n_patients=n))["train"].meta["record"])
+    assert len(records(2)) == 2 and records(2) <= records(4) and len(records(4)) == 4
+    s = ex.load_splits(ex.RunConfig(**base, n_patients=3, train_beats=20))
+    assert len(s["train"].y) == 20 and set(s["seen"].meta["record"]) == set(s["train"].meta["record"])
+    with pytest.raises(ValueError, match="n_patients 40 exceeds the"):
+        ex.load_splits(ex.RunConfig(**base, n_patients=40))
+    with pytest.raises(ValueError, match="train_beats 99999 exceeds"):
+        ex.load_splits(ex.RunConfig(**base, train_beats=99999))
+
+
+def test_seen_split_is_evaluated_and_stored_only_when_asked(tiny_data, store):
+    configs = [ex.RunConfig(dataset="mitdb", width=8, epochs=1, train_fraction=0.5, seen_holdout=s) for s in (0.0, 0.2)]
+    df = ex.run_sweep(configs, progress=False)
+    plain, held = ex.load_records(configs)
+    assert "seen" not in plain and held["seen"]["n"] > 0 and np.sum(held["seen"]["confusion"]) == held["seen"]["n"]
+    assert np.isnan(df.loc[0, "seen_score"]) and not np.isnan(df.loc[1, "seen_score"])
+    # the loss training minimised (class-weighted) beside the plain one
+    assert plain["train"]["weighted_loss"] != plain["train"]["loss"]
+    assert df["train_weighted_loss"].notna().all()

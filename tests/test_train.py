@@ -249,3 +249,30 @@ def test_bad_config_fails_before_training(field, value, message):
     with pytest.raises(ValueError) as e:
         TrainConfig(**{field: value})
     assert message in str(e.value)
+
+
+def test_early_layers_at_rate_zero_stay_at_their_initial_weights():
+    """The overfitting chapter's C5 intervention: the first layers frozen (rate x0), the rest trained."""
+    seed_everything(0)
+    model = build_model("lstm", 2, width=8, n_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, toy(), toy(48, seed=1), TrainConfig(epochs=2, batch_size=16, progress=False, early_layers=1,
+                                                      early_lr_scale=0.0, amp=False))
+    after = model.cpu().state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("layers.0."))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("layers.1."))
+    with pytest.raises(ValueError, match="early_lr_scale in"):
+        TrainConfig(early_layers=1, early_lr_scale=2.0)
+
+
+def test_weighted_loss_is_the_objective_training_minimised():
+    seed_everything(0)
+    model = build_model("cnn", 2, width=8, n_classes=3)
+    ds = Batched(toy())
+    w = class_weights(ds, 3)
+    out = evaluate(model, ds, weight=w, device="cpu")
+    x, y = ds.x, ds.y
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(x), y, weight=w).item()
+    assert out["weighted_loss"] == pytest.approx(expected, rel=1e-5)
+    assert "weighted_loss" not in evaluate(model, ds, device="cpu")      # the default output is unchanged

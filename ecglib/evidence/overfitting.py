@@ -16,13 +16,19 @@ from ..protocol import is_usable
 from . import DATASETS, keys
 
 
+# Every gap is read on the field's score (data.SCORED: macro-F1 over N, S, V, F on MIT-BIH, N, A, O on CinC).
+METRIC = "score"
+
+
 def with_gaps(df: pd.DataFrame) -> pd.DataFrame:
-    """Add the generalisation gaps (training minus held-out macro-F1), for the runs protocol.is_usable keeps:
-    a diverged run has none, nor has a collapsed one (its gap of ~0 measures a failure to fit, not
-    generalisation) or an unconverged one (still fitting)."""
+    """Add the gaps, for the runs protocol.is_usable keeps: gap (training minus test score), val_gap, and, for runs
+    with a seen-patient split (RunConfig.seen_holdout), overfit (training minus seen: the same patients, new
+    beats) and shift (seen minus test: the step to new patients), so gap = overfit + shift. A diverged run has
+    none, nor has a collapsed one (its gap of ~0 measures a failure to fit) or an unconverged one (still fitting)."""
     ok = is_usable(df)
-    return df.assign(gap=(df["train_macro_f1"] - df["test_macro_f1"]).where(ok),
-                     val_gap=(df["train_macro_f1"] - df["val_macro_f1"]).where(ok))
+    train, seen = df[f"train_{METRIC}"], df.get(f"seen_{METRIC}", pd.Series(math.nan, index=df.index))
+    return df.assign(gap=(train - df[f"test_{METRIC}"]).where(ok), val_gap=(train - df[f"val_{METRIC}"]).where(ok),
+                     overfit=(train - seen).where(ok), shift=(seen - df[f"test_{METRIC}"]).where(ok))
 
 
 def diff(df: pd.DataFrame, by: str, metric: str, a, b) -> tuple[float, float, float, int]:
@@ -33,124 +39,218 @@ def diff(df: pd.DataFrame, by: str, metric: str, a, b) -> tuple[float, float, fl
     return d["mean"], d["low"], d["high"], int(d["n"])
 
 
+def interaction(runs: pd.DataFrame, metric: str, shallow: int, deep: int, a="lstm", b="cnn"):
+    """(mean, low, high, n) of [metric(a, deep) - metric(a, shallow)] - [metric(b, deep) - metric(b, shallow)],
+    per seed (a seed needs all four runs), with a t interval: how much more depth changes family a than b."""
+    cells = runs.pivot_table(index="seed", columns=["family", "depth"], values=metric, aggfunc="mean")
+    want = [(a, deep), (a, shallow), (b, deep), (b, shallow)]
+    cells = cells.reindex(columns=pd.MultiIndex.from_tuples(want)).dropna()
+    d = (cells[want[0]] - cells[want[1]]) - (cells[want[2]] - cells[want[3]])
+    return (*stats.mean_ci(d), len(d))
+
+
 def _excluded(df: pd.DataFrame) -> str:
     n = int((~is_usable(df)).sum())
-    return f"; {n} diverged or collapsed run(s) left out of the gaps" if n else ""
+    return f"; {n} diverged, unconverged or collapsed run(s) left out of the gaps" if n else ""
 
 
 def c2_effects(runs: pd.DataFrame, shallow: int, deep: int) -> dict:
-    """C2's two comparisons on one dataset: LSTM gap deep minus shallow, and LSTM minus CNN gap over shared depths."""
-    lstm = runs[runs["family"] == "lstm"]
-    growth = diff(lstm, "depth", "gap", deep, shallow)
-    shared = sorted(set(lstm["depth"]) & set(runs.loc[runs["family"] == "cnn", "depth"]))
-    both = runs[runs["family"].isin(["lstm", "cnn"]) & runs["depth"].isin(shared)]
-    per_seed = both.pivot_table(index="seed", columns="family", values="gap", aggfunc="mean").reindex(
-        columns=["cnn", "lstm"])
-    d = (per_seed["lstm"] - per_seed["cnn"]).dropna()
-    versus = (*stats.mean_ci(d), len(d))
-    m = margin("C2", "gap")
-    j = all_of({"deeper LSTMs overfit more": judge(*growth, m, what=f"LSTM gap, depth {deep} - {shallow}"),
-                "LSTMs overfit more than CNNs": judge(*versus, m, what="LSTM gap - CNN gap")})
-    j = Judgement(j.verdict, j.reason + _excluded(both), j.mean, j.low, j.high, j.margin, j.n)
-    return {"growth": growth, "versus": versus, "deep": deep, "shallow": shallow, "judgement": j}
+    """C2 as a depth x family interaction on the overfitting gap (training minus seen-patient score): the LSTM's
+    growth in gap from shallow to deep minus the CNN's, paired by seed; the same for patient shift, and the
+    LSTM's growth alone, beside it."""
+    pair = runs[runs["family"].isin(["lstm", "cnn"]) & runs["depth"].isin([shallow, deep])]
+    effect = interaction(pair, "overfit", shallow, deep)
+    j = judge(*effect, margin("C2", "gap"), what=f"(LSTM - CNN) change in overfitting gap, depth {deep} - {shallow}")
+    j = Judgement(j.verdict, j.reason + _excluded(pair), j.mean, j.low, j.high, j.margin, j.n)
+    lstm = pair[pair["family"] == "lstm"]
+    return {"interaction": effect, "shift": interaction(pair, "shift", shallow, deep),
+            "growth": diff(lstm, "depth", "overfit", deep, shallow), "deep": deep, "shallow": shallow,
+            "judgement": j}
 
 
-def c2_table(c2: dict) -> pd.DataFrame:
-    rows = []
-    for d, r in c2.items():
-        for what, e in ((f"LSTM gap, depth {r['deep']} minus depth {r['shallow']}", r["growth"]),
-                        ("LSTM gap minus CNN gap (shared depths)", r["versus"])):
-            rows.append({"dataset": DATASETS[d], "comparison": what, "mean": e[0], "low": e[1], "high": e[2],
-                         "pairs": e[3], "verdict": r["judgement"].verdict})
-    return pd.DataFrame(rows)
+def c2_table(e: dict) -> pd.DataFrame:
+    rows = [(f"LSTM overfitting gap, depth {e['deep']} minus depth {e['shallow']}", e["growth"]),
+            ("the same, LSTM minus CNN (C2's effect)", e["interaction"]),
+            ("patient-shift gap, the same interaction", e["shift"])]
+    return pd.DataFrame([{"comparison": what, "mean": v[0], "low": v[1], "high": v[2], "pairs": v[3]}
+                         for what, v in rows])
 
 
-def c2(c2: dict, memo: dict, pair, runs) -> Verdict:
-    j = combine({DATASETS[d]: r["judgement"] for d, r in c2.items()})
-    m = c2[next(iter(c2))]
-    summary = (" ".join(f"{DATASETS[d]}: the LSTM's gap changed by {fmt_ci(*r['growth'][:3])} from depth "
-                        f"{r['shallow']} to {r['deep']}, and exceeded the CNN's by {fmt_ci(*r['versus'][:3])} "
-                        f"({r['judgement'].verdict})." for d, r in c2.items())
-               + " With random labels the last-epoch training macro-F1 was "
+def c2(e: dict, memo: dict, pair, runs) -> Verdict:
+    summary = (f"From depth {e['shallow']} to {e['deep']} the LSTM's overfitting gap (training minus seen-patient "
+               f"score) grew by {fmt_ci(*e['growth'][:3])}, and by {fmt_ci(*e['interaction'][:3])} more than the "
+               f"CNN's; the same interaction on patient shift (seen minus new patients) was "
+               f"{fmt_ci(*e['shift'][:3])}. With random labels the last-epoch training macro-F1 was "
                + "; ".join(f"{FAMILY_LABELS[f]} {fmt_ci(*memo[(f, True)])}" for f in pair if (f, True) in memo) + ".")
-    return Verdict.of(j, claim="C2", chapter="overfitting", summary=summary, figure="fig-overfitting-gap-depth",
-                      runs=keys(*runs),
-                      effect=f"{DATASETS[next(iter(c2))]}: LSTM train−test macro-F1 gap, depth {m['deep']} minus depth {m['shallow']}")
+    return Verdict.of(e["judgement"], claim="C2", chapter="overfitting", summary=summary,
+                      figure="fig-overfitting-c2", runs=keys(*runs),
+                      effect=f"MIT-BIH: (LSTM − CNN) change in training − seen-patient score, depth {e['deep']} "
+                             f"minus depth {e['shallow']}, paired by seed")
 
 
 def flow_ratio(record: dict) -> float:
-    """log10 of first- over last-layer gradient norm, averaged over the epochs of one run."""
+    """log10 of the first over the last stacked layer's RMS gradient per weight (evidence.depth.rms_profile: the
+    L2 norm over sqrt(layer size), so a layer with more weights does not look stronger), averaged over epochs."""
+    from .depth import rms_profile
     ratios = []
     for h in record["history"]:
-        norms = [v for k, v in h["grad_norms"].items() if k.startswith("layers.")]
-        if len(norms) >= 2 and norms[0] and norms[-1]:
-            ratios.append(math.log10(norms[0] / norms[-1]))
+        rms = rms_profile(h["grad_norms"], record)
+        if len(rms) >= 2 and rms[0] > 0 and rms[-1] > 0:
+            ratios.append(math.log10(rms[0] / rms[-1]))
     return float(np.mean(ratios)) if ratios else math.nan
 
 
-def c5(rec: pd.DataFrame) -> Verdict:
-    """Spearman rho between gradient flow to the first layer and the gap over recurrent runs: C5 predicts a
-    negative correlation (weaker flow, larger gap), its critic a positive one."""
-    rho, low, high, n = stats.spearman_ci(rec["flow"], rec["gap"])
-    j = judge(rho, low, high, n, margin("C5", "spearman"), claimed="below", what="Spearman rho",
-              min_runs=4)
-    return Verdict.of(j, claim="C5", chapter="overfitting", figure="fig-overfitting-gradflow", runs=keys(rec),
-                      summary=f"Across {n} recurrent runs with two or more layers, the rank correlation between the "
-                              f"gradient reaching the first layer (relative to the last) and the train−test gap was "
-                              f"{fmt_ci(rho, low, high, 2) if not math.isnan(rho) else 'undefined'}; C5 predicts a "
-                              "negative correlation, its critic a positive one.",
-                      effect="Spearman ρ, log10 first/last-layer gradient norm vs gap (bootstrap CI over runs)")
+def starve_sweep(selections: dict, pair, deep: int, early_layers: int, scales, seeds) -> list:
+    """Each family's selected deep model with its first `early_layers` layers learning at each of `scales` x the
+    rate (0: frozen at initialisation); the reference (scale 1) is the C2 run itself."""
+    from .. import experiments
+    return [c for f in pair for c in experiments.sweep(
+        {**selections[(f, deep)].config, "early_layers": early_layers}, early_lr_scale=list(scales), seed=list(seeds))]
 
 
-def c6(curve_runs: pd.DataFrame, leak_runs: pd.DataFrame, fractions) -> Verdict:
-    small, large = min(fractions), max(fractions)
-    e = {f: diff(curve_runs[curve_runs["family"] == f], "train_fraction", "gap", small, large) for f in ("cnn", "lstm")}
-    leak = diff(leak_runs[leak_runs["family"] == "cnn"], "split", "test_macro_f1", "intra", "inter")
-    j = judge(*e["cnn"], margin("C6", "gap"), what=f"CNN gap, {small:.1%} - {large:.1%} of the data")
-    return Verdict.of(j, claim="C6", chapter="overfitting", figure="fig-overfitting-curves",
-                      runs=keys(curve_runs, leak_runs),
-                      summary=f"The CNN's gap with {small:.1%} of the training beats minus with {large:.1%} was "
-                              f"{fmt_ci(*e['cnn'][:3])} (LSTM: {fmt_ci(*e['lstm'][:3])}); on the leaky intra-patient "
-                              f"split its test macro-F1 rose by {fmt_ci(*leak[:3])}, memorisation of patients.",
-                      effect=f"CNN train−test macro-F1 gap, {small:.1%} minus {large:.1%} of the training beats")
+def with_reference(starve_runs: pd.DataFrame, c2_runs: pd.DataFrame, deep: int) -> pd.DataFrame:
+    """The starved runs and their references (the C2 runs at the deep depth, early_lr_scale 1) in one table."""
+    return pd.concat([c2_runs[c2_runs["depth"] == deep], starve_runs], ignore_index=True)
+
+
+def c5(runs: pd.DataFrame, scale: float, deep: int, early_layers: int) -> Verdict:
+    """C5 by intervention: starve the LSTM's first layers of learning (scale x the rate) and compare its
+    overfitting gap with the unstarved run of the same seed. Vanishing gradients causing overfitting predicts
+    a larger gap (claimed above zero); the comment (an untrained layer cannot overfit) a smaller or equal one."""
+    lstm = runs[(runs["family"] == "lstm") & (runs["depth"] == deep)]
+    g = diff(lstm, "early_lr_scale", "overfit", scale, 1.0)
+    t = diff(lstm, "early_lr_scale", f"train_{METRIC}", scale, 1.0)
+    j = judge(*g, margin("C5", "gap"), what=f"LSTM overfitting gap, first {early_layers} layer(s) at {scale:g}x "
+                                            "the rate minus trained normally")
+    j = Judgement(j.verdict, j.reason + _excluded(lstm), j.mean, j.low, j.high, j.margin, j.n)
+    return Verdict.of(j, claim="C5", chapter="overfitting", figure="fig-overfitting-starve", runs=keys(lstm),
+                      summary=f"Starving the first {early_layers} of the {deep} LSTM layers (learning rate x{scale:g}, "
+                              f"the update a vanishing gradient would leave them) changed the overfitting gap by "
+                              f"{fmt_ci(*g[:3])} and the training score by {fmt_ci(*t[:3])}; C5 predicts a larger "
+                              "gap, the comment in the seed a smaller one.",
+                      effect=f"LSTM training − seen-patient score, first {early_layers} layer(s) at x{scale:g} "
+                             "learning rate minus normal, paired by seed")
+
+
+def starve_table(runs: pd.DataFrame, pair, scales, records: list[dict]) -> pd.DataFrame:
+    """Per family and rate scale: the overfitting gap, training score and the measured gradient ratio
+    (flow_ratio) against the unstarved runs, mean [95% CI] over seeds."""
+    flow = pd.Series({r["key"]: flow_ratio(r) for r in records}, dtype=float)
+    runs = runs.assign(flow=runs["key"].map(flow))
+    rows = []
+    for family in pair:
+        f = runs[runs["family"] == family]
+        for s in scales:
+            g, t = diff(f, "early_lr_scale", "overfit", s, 1.0), diff(f, "early_lr_scale", f"train_{METRIC}", s, 1.0)
+            rows.append({"family": FAMILY_LABELS[family], "rate scale": f"{s:g}",
+                         "Δ overfitting gap (95% CI)": fmt_ci(*g[:3]), "Δ training score (95% CI)": fmt_ci(*t[:3]),
+                         "pairs": g[3], "log10 first/last RMS gradient, unstarved":
+                             fmt_ci(*stats.mean_ci(f.loc[f["early_lr_scale"] == 1.0, "flow"]))})
+    return pd.DataFrame(rows)
+
+
+def variety_sweep(selections: dict, pair, depth: int, beats: int, widths, patients, seeds) -> list:
+    """Each family's selected model at `depth`, trained on exactly `beats` beats drawn from n of the DS1 training
+    patients, for every width and n: amount of data fixed, its variety and the parameter count varied."""
+    from .. import experiments
+    return [c for f in pair for c in experiments.sweep(
+        {**selections[(f, depth)].config, "train_fraction": 1.0, "train_beats": beats}, width=list(widths),
+        n_patients=list(patients),
+        seed=list(seeds))]
+
+
+def c6(runs: pd.DataFrame, widths, patients) -> Verdict:
+    """C6 at a fixed number of training beats: the CNN's overfitting gap at the widest minus the narrowest width,
+    paired by seed, for each number of training patients; combined over patient counts (so a claim that holds
+    only for little variety reads "depends")."""
+    cnn = runs[runs["family"] == "cnn"]
+    wide, narrow = max(widths), min(widths)
+    per = {f"{n} patients": judge(*diff(cnn[cnn["n_patients"] == n], "width", "overfit", wide, narrow),
+                                  margin("C6", "gap"), what=f"CNN overfitting gap, width {wide} - {narrow}")
+           for n in sorted(patients)}
+    j = combine(per, headline=f"{min(patients)} patients")
+    j = Judgement(j.verdict, j.reason + _excluded(cnn), j.mean, j.low, j.high, j.margin, j.n)
+    few, many = min(patients), max(patients)
+    shift = diff(cnn[cnn["width"] == narrow], "n_patients", "shift", few, many)
+    beats = int(cnn["train_beats"].iloc[0]) if len(cnn) else 0
+    return Verdict.of(j, claim="C6", chapter="overfitting", figure="fig-overfitting-variety", runs=keys(runs),
+                      summary=f"At {beats} training beats, the CNN's overfitting gap at width {wide} minus {narrow} was "
+                              + "; ".join(f"{k}: {fmt_ci(v.mean, v.low, v.high)}" for k, v in per.items())
+                              + f". With {few} instead of {many} patients (same beats, width {narrow}) the step to "
+                                f"new patients changed by {fmt_ci(*shift[:3])}.",
+                      effect=f"CNN training − seen-patient score, width {wide} minus {narrow}, at {few} training "
+                             "patients and a fixed beat count")
+
+
+def variety_table(runs: pd.DataFrame, pair) -> pd.DataFrame:
+    """Mean [95% CI] of the overfitting and patient-shift gaps per family, width and number of patients."""
+    rows = []
+    for (family, n, width), g in runs.groupby(["family", "n_patients", "width"]):
+        rows.append({"family": FAMILY_LABELS[family], "patients": int(n), "width": int(width),
+                     "parameters": int(g["n_params"].iloc[0]),
+                     "overfitting gap": fmt_ci(*stats.mean_ci(g["overfit"])),
+                     "patient shift": fmt_ci(*stats.mean_ci(g["shift"])), "usable runs": int(g["overfit"].notna().sum())})
+    return pd.DataFrame(rows)
 
 
 def c9(reg_runs: pd.DataFrame, regimes: dict) -> Verdict:
-    """The strongest regime narrows the LSTM's gap (claimed below zero) without costing test macro-F1
+    """The strongest regime narrows the LSTM's overfitting gap (claimed below zero) without costing test score
     (the test difference claimed not below -margin)."""
     reference, strongest = list(regimes)[0], list(regimes)[-1]
     lstm = reg_runs[reg_runs["family"] == "lstm"]
-    g = diff(lstm, "regime", "gap", strongest, reference)
-    t = diff(lstm, "regime", "test_macro_f1", strongest, reference)
+    g = diff(lstm, "regime", "overfit", strongest, reference)
+    t = diff(lstm, "regime", f"test_{METRIC}", strongest, reference)
     j = all_of({"the gap narrows": judge(*g, margin("C9", "gap"), claimed="below",
-                                         what=f"LSTM gap, '{strongest}' - '{reference}'"),
-                "test score kept": not_worse(*t, margin("C9", "test_macro_f1"), what="test macro-F1 change")})
+                                         what=f"LSTM overfitting gap, '{strongest}' - '{reference}'"),
+                "test score kept": not_worse(*t, margin("C9", "test_macro_f1"), what="test score change")})
     j = Judgement(j.verdict, j.reason + _excluded(lstm), j.mean, j.low, j.high, j.margin, j.n)
     return Verdict.of(j, claim="C9", chapter="overfitting", figure="fig-overfitting-regularisation", runs=keys(lstm),
-                      summary=f"The '{strongest}' regime {regimes[strongest]} changed the LSTM's gap by "
-                              f"{fmt_ci(*g[:3])} and its test macro-F1 by {fmt_ci(*t[:3])} against '{reference}'. "
+                      summary=f"The '{strongest}' regime {regimes[strongest]} changed the LSTM's overfitting gap by "
+                              f"{fmt_ci(*g[:3])} and its test score by {fmt_ci(*t[:3])} against '{reference}'. "
                               "Whether depth is driven by architecture rather than by gradients is the depth "
                               "chapter's question.",
-                      effect=f"LSTM train−test macro-F1 gap, '{strongest}' minus '{reference}' regime")
+                      effect=f"LSTM training − seen-patient score, '{strongest}' minus '{reference}' regime")
 
 
 # ---- the chapter's settings, sweeps, texts and figures (each figure one named function) ----
 
-def check_params(pair_depth: int, conv_depths, rnn_depths, regimes: dict) -> None:
+def check_params(pair, depths, pair_depth: int, regimes: dict, starve_scales, widths, patients) -> None:
     """Fail before training on parameters the chapter cannot use, naming the parameter and the fix."""
-    if pair_depth not in conv_depths or pair_depth not in rnn_depths:
-        raise ValueError(f"pair_depth {pair_depth} must be in conv_depths {conv_depths} and rnn_depths {rnn_depths}, "
-                         "so the pair's base runs are the depth sweep's")
+    if sorted(pair) != ["cnn", "lstm"]:
+        raise ValueError(f"pair must be [cnn, lstm] (C2 compares them), got {pair}")
+    if len(depths) != 2 or not depths[0] < depths[1] or pair_depth not in depths:
+        raise ValueError(f"depths must be [shallow, deep] (shallow < deep) and contain pair_depth {pair_depth}; "
+                         f"got {depths}")
     if len(regimes) < 2:
         raise ValueError(f"regimes needs a reference (first) and a regularised regime (last); got {list(regimes)}")
+    if not starve_scales or any(not 0 <= s < 1 for s in starve_scales):
+        raise ValueError(f"starve_scales must be rate scales in [0, 1) (1 is the reference), got {starve_scales}")
+    if len(set(widths)) < 2 or len(set(patients)) < 1:
+        raise ValueError(f"widths needs two or more values and patients one or more; got {widths}, {patients}")
 
 
-def describe(profile: str, seeds: int, mitdb_base: dict, cinc_base: dict, pair_depth: int) -> str:
-    return (f"Profile **{profile}**: {seeds} seed(s) per configuration. MIT-BIH beats at {mitdb_base['fs']:g} Hz, "
-            f"{mitdb_base['train_fraction']:.0%} of the DS1 training beats, {mitdb_base['epochs']} epoch(s); "
-            f"CinC 2017 at {cinc_base['fs']:g} Hz, {cinc_base['crop_s']:g} s crops, "
-            f"{cinc_base['train_fraction']:.0%} of the training records, {cinc_base['epochs']} epoch(s). "
-            f"The CNN and LSTM compared in experiments 2-6 have {pair_depth} layers of width {mitdb_base['width']}.")
+def describe(profile: str, seeds: int, base: dict, cinc_base: dict, depths, pair_depth: int) -> str:
+    return (f"Profile **{profile}**: {seeds} seed(s) per configuration. This chapter's own MIT-BIH runs: beats at "
+            f"{base['fs']:g} Hz, {base.get('train_fraction', 1):.0%} of the DS1 training beats with the last "
+            f"{base['seen_holdout']:.0%} of each training record held out as seen-patient beats, at most "
+            f"{base['epochs']} epochs with early stopping after {base['patience']} without a better validation score; "
+            f"a CNN and an LSTM at depths {depths[0]} and {depths[1]}, width {base['width']}, each tuned by the "
+            f"protocol's selection; the later experiments use depth {pair_depth}. Label noise: CinC 2017 at "
+            f"{cinc_base['fs']:g} Hz, {cinc_base['crop_s']:g} s crops, {cinc_base['train_fraction']:.0%} of the "
+            "training records.")
+
+
+def select_pair(base: dict, pair, depths, seeds, executor="local", fresh=False) -> dict:
+    """protocol.select for each family of the pair at each depth: (family, depth) -> Selection."""
+    from .. import protocol
+    return {(f, d): protocol.select(base, f, d, seeds=list(seeds), executor=executor, fresh=fresh)
+            for f in pair for d in depths}
+
+
+def chosen(selections: dict, pair, depth: int, seeds, **changes) -> list:
+    """Each family's selected configuration at `depth`, with `changes`, for every seed."""
+    from .. import experiments
+    return [c for f in pair for c in experiments.sweep({**selections[(f, depth)].config, **changes}, seed=list(seeds))]
 
 
 def train(configs, executor="local", fresh=False) -> pd.DataFrame:
@@ -159,14 +259,15 @@ def train(configs, executor="local", fresh=False) -> pd.DataFrame:
     return with_gaps(experiments.run_sweep(configs, executor=executor, fresh=fresh))
 
 
-def regime_sweep(base: dict, regimes: dict, pair, seeds) -> tuple[list, dict]:
-    """Every regime (a change to `base`) for each family of the pair: configs and key -> regime name."""
+def regime_sweep(bases: dict, regimes: dict, seeds) -> tuple[list, dict]:
+    """Every regime (a change to each family's base; bases: family -> config dict): configs and key -> regime."""
     from .. import experiments
     regime_of, configs = {}, []
     for name, options in regimes.items():
-        for c in experiments.sweep({**base, **options}, family=list(pair), seed=list(seeds)):
-            regime_of[c.key] = name
-            configs.append(c)
+        for base in bases.values():
+            for c in experiments.sweep({**base, **options}, seed=list(seeds)):
+                regime_of[c.key] = name
+                configs.append(c)
     return configs, regime_of
 
 
@@ -198,7 +299,7 @@ def _log_axis(ax, values, base=2, fmt="{:g}"):
 def _train_test_lines(ax, runs: pd.DataFrame, x: str, label_train: bool):
     """Training (dashed) and test (solid) macro-F1 per family against `x`, with 95% CI bands."""
     from ..plots import FAMILY_COLORS
-    for metric, ls in (("train_macro_f1", "--"), ("test_macro_f1", "-")):
+    for metric, ls in ((f"train_{METRIC}", "--"), (f"test_{METRIC}", "-")):
         s = stats.summarise(runs[runs["status"] == "ok"], ["family", x], metric)
         for family, g in s.groupby("family", sort=False):
             g = g.sort_values(x)
@@ -217,7 +318,7 @@ def fig_gap_depth(depth_runs: pd.DataFrame):
         ci_lines(ax, stats.summarise(depth_runs[depth_runs["dataset"] == dataset], ["family", "depth"], "gap"),
                  x="depth", logx=True)
         ax.axhline(0, color="0.4", lw=0.8)
-        ax.set(title=title, xlabel="depth (stacked layers)", ylabel="train − test macro-F1")
+        ax.set(title=title, xlabel="depth (stacked layers)", ylabel="train − test score")
     legend(fig, axes, ncol=5)
     return fig
 
@@ -229,7 +330,7 @@ def fig_gap_params(depth_runs: pd.DataFrame):
     fig, axes = _plt().subplots(1, 2, figsize=(9, 4))
     _train_test_lines(axes[0], mit, "depth", label_train=False)
     _log_axis(axes[0], mit["depth"])
-    axes[0].set(title="Train (dashed) and test (solid)", xlabel="depth (stacked layers)", ylabel="macro-F1")
+    axes[0].set(title="Train (dashed) and test (solid)", xlabel="depth (stacked layers)", ylabel="score")
     gaps = mit.dropna(subset=["gap"])   # unusable runs have no gap
     for family, g in gaps.groupby("family", sort=False):
         axes[1].scatter(g["n_params"], g["gap"], color=FAMILY_COLORS[family], label=FAMILY_LABELS[family], s=25)
@@ -239,27 +340,55 @@ def fig_gap_params(depth_runs: pd.DataFrame):
     else:
         axes[1].text(0.5, 0.5, "no usable run has a gap", ha="center", transform=axes[1].transAxes)
     axes[1].axhline(0, color="0.4", lw=0.8)
-    axes[1].set(title="Gap versus parameters", xlabel="parameters (log scale)", ylabel="train − test macro-F1")
+    axes[1].set(title="Gap versus parameters", xlabel="parameters (log scale)", ylabel="train − test score")
     legend(fig, axes, ncol=5)
     return fig
 
 
-def fig_curves(curve_runs: pd.DataFrame, pair_depth: int):
-    """Learning curves: train and test macro-F1 versus the share of training beats (fig-overfitting-curves)."""
-    fig, ax = _plt().subplots(figsize=(8.5, 4.5))
-    _train_test_lines(ax, curve_runs, "train_fraction", label_train=True)
-    _log_axis(ax, curve_runs["train_fraction"], base=10, fmt="{:.1%}")
-    ax.set(title=f"Learning curves, depth {pair_depth}", xlabel="share of the DS1 training beats (log scale)",
-           ylabel="macro-F1")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1))
+def fig_c2(runs: pd.DataFrame, pair, depths):
+    """Training, seen-patient and new-patient (DS2) score of each family at the shallow and deep depth
+    (fig-overfitting-c2): the first drop is overfitting, the second patient shift."""
+    from ..plots import FAMILY_COLORS, legend
+    fig, axes = _plt().subplots(1, len(pair), figsize=(9, 4), sharey=True)
+    parts = [(f"train_{METRIC}", "training"), (f"seen_{METRIC}", "seen patients"), (f"test_{METRIC}", "new patients")]
+    usable = runs[is_usable(runs)]
+    for ax, family in zip(np.atleast_1d(axes), pair):
+        for depth, ls in zip(depths, ("--", "-")):
+            g = usable[(usable["family"] == family) & (usable["depth"] == depth)]
+            s = [stats.ci(g[m], m) if len(g) else (math.nan,) * 3 for m, _ in parts]
+            mean = [v[0] for v in s]
+            err = np.nan_to_num([[v[0] - v[1] for v in s], [v[2] - v[0] for v in s]])
+            ax.errorbar(range(3), mean, yerr=err, ls=ls, marker="o", capsize=3, color=FAMILY_COLORS[family],
+                        label=f"depth {depth}")
+        ax.set_xticks(range(3), [label for _, label in parts])
+        ax.set(title=FAMILY_LABELS[family], ylabel="score (macro-F1, N S V F)")
+        ax.legend(loc="lower left")
     return fig
 
 
-def c6_text(curve_runs: pd.DataFrame, pair, fractions) -> str:
-    small, large = min(fractions), max(fractions)
-    c6 = {f: diff(curve_runs[curve_runs["family"] == f], "train_fraction", "gap", small, large) for f in pair}
-    return (f"Gap with {small:.1%} minus gap with {large:.1%} of the training beats: "
-            + "; ".join(f"{FAMILY_LABELS[f]} {fmt_ci(*c6[f][:3])}" for f in pair) + " (paired by seed).")
+def fig_starve(runs: pd.DataFrame, pair, scales):
+    """Overfitting gap and training score with the first layers starved, per family (fig-overfitting-starve)."""
+    order = sorted(set(scales) | {1.0})
+    return _categories(runs, "early_lr_scale", order, pair, [f"×{s:g}" for s in order], [OVERFIT, TRAIN],
+                       "learning rate of the first layers", 0)
+
+
+def fig_variety(runs: pd.DataFrame, pair, widths):
+    """Overfitting gap and patient shift against the number of training patients at a fixed beat count, one
+    line per family and width (fig-overfitting-variety)."""
+    from ..plots import FAMILY_COLORS, legend
+    fig, axes = _plt().subplots(1, 2, figsize=(9, 4), sharex=True)
+    for ax, (metric, label) in zip(axes, (OVERFIT, SHIFT)):
+        s = stats.summarise(runs, ["family", "width", "n_patients"], metric, bounded=False)
+        for (family, width), g in s.groupby(["family", "width"]):
+            ls = "-" if width == max(widths) else "--"
+            ax.plot(g["n_patients"], g["mean"], ls=ls, marker="o", color=FAMILY_COLORS[family],
+                    label=f"{FAMILY_LABELS[family]}, width {width}")
+            ax.fill_between(g["n_patients"], g["low"], g["high"], color=FAMILY_COLORS[family], alpha=0.12, lw=0)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set(xlabel="DS1 training patients (same number of beats)", ylabel=label, title=label)
+    legend(fig, axes)
+    return fig
 
 
 def _categories(runs: pd.DataFrame, x: str, order, pair, xlabels, metrics, xlabel: str, zero_on: int | None):
@@ -275,12 +404,14 @@ def _categories(runs: pd.DataFrame, x: str, order, pair, xlabels, metrics, xlabe
     return fig
 
 
-GAP, TEST_F1 = ("gap", "train − test macro-F1"), ("test_macro_f1", "test macro-F1")
+GAP, TEST_F1 = ("gap", "train − test score"), (f"test_{METRIC}", "test score")
+OVERFIT, SHIFT = ("overfit", "train − seen-patient score"), ("shift", "seen − new-patient score")
+TRAIN = (f"train_{METRIC}", "training score")
 
 
 def fig_regimes(reg_runs: pd.DataFrame, regimes: dict, pair):
     order = list(regimes)
-    fig = _categories(reg_runs, "regime", order, pair, order, [GAP, TEST_F1], "regime", 0)
+    fig = _categories(reg_runs, "regime", order, pair, order, [OVERFIT, TEST_F1], "regime", 0)
     for ax in fig.axes:
         ax.tick_params(axis="x", rotation=25)
     return fig
@@ -301,9 +432,9 @@ def regime_table(reg_runs: pd.DataFrame, regimes: dict, pair) -> pd.DataFrame:
     for name in list(regimes)[1:]:
         for family in pair:
             f = reg_runs[reg_runs["family"] == family]
-            g, t = diff(f, "regime", "gap", name, reference), diff(f, "regime", "test_macro_f1", name, reference)
-            rows.append({"regime": name, "family": FAMILY_LABELS[family], "Δ gap (95% CI)": fmt_ci(*g[:3]),
-                         "Δ test macro-F1 (95% CI)": fmt_ci(*t[:3]), "pairs": g[3]})
+            g, t = diff(f, "regime", "overfit", name, reference), diff(f, "regime", f"test_{METRIC}", name, reference)
+            rows.append({"regime": name, "family": FAMILY_LABELS[family], "Δ overfitting gap (95% CI)": fmt_ci(*g[:3]),
+                         "Δ test score (95% CI)": fmt_ci(*t[:3]), "pairs": g[3]})
     return pd.DataFrame(rows)
 
 
@@ -377,22 +508,3 @@ def paired_text(runs: pd.DataFrame, pair, by: str, metric: str, a, b, what: str)
 def fig_label_noise(noise_runs: pd.DataFrame, pair):
     return _categories(noise_runs, "labels", ["final", "original"], pair, ["final labels", "original labels"],
                        [TEST_F1, GAP], "training labels (test: final)", 1)
-
-
-def flow_table(depth_runs: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
-    """MIT-BIH depth-sweep runs of two or more layers with a gap, and their gradient flow ratio."""
-    flow = depth_runs.merge(pd.DataFrame({"key": r["key"], "flow": flow_ratio(r)} for r in records), on="key")
-    return flow[(flow["dataset"] == "mitdb") & (flow["depth"] >= 2)].dropna(subset=["flow", "gap"])
-
-
-def fig_gradflow(flow: pd.DataFrame, rnn_families, rho: float):
-    from ..plots import FAMILY_COLORS
-    fig, ax = _plt().subplots(figsize=(8.5, 4.5))
-    for family, g in flow.groupby("family", sort=False):
-        ax.scatter(g["flow"], g["gap"], color=FAMILY_COLORS[family], s=18 + 6 * g["depth"],
-                   alpha=0.8 if family in rnn_families else 0.35, label=FAMILY_LABELS[family])
-    ax.axhline(0, color="0.4", lw=0.8)
-    ax.set(title=f"Gradient flow and overfitting (recurrent runs: Spearman ρ = {rho:.2f})",
-           xlabel="log10(first-layer / last-layer gradient norm)", ylabel="train − test macro-F1")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="marker size ∝ depth")
-    return fig
