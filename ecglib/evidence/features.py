@@ -485,19 +485,28 @@ def c4_table(real_runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def c4(table: pd.DataFrame, real_runs: dict[str, pd.DataFrame]) -> Verdict:
+def c4(table: pd.DataFrame, real_runs: dict[str, pd.DataFrame], rr: pd.DataFrame | None = None,
+       rr_runs: pd.DataFrame | None = None) -> Verdict:
     """Per dataset all_of: the best LSTM is not worse than the best CNN (non-inferiority) and the CNN needs layers
-    (best CNN minus one-layer CNN claimed above zero); datasets combined."""
+    (best CNN minus one-layer CNN claimed above zero); datasets combined. With `rr` (rr_table), all_of that and
+    the context part: the LSTM gains from RR-interval context on MIT-BIH (rr_judgement)."""
     m = margin("C4", "test_macro_f1")
     per = {r["dataset"]: all_of({
         "not worse": not_worse(r["LSTM - CNN"], r["LSTM - CNN low"], r["LSTM - CNN high"], r["pairs"], m,
                                what="test macro-F1, best LSTM - best CNN"),
         "CNN needs layers": judge(r["CNN gain from depth"], r["gain low"], r["gain high"], r["gain pairs"], m,
                                   what="test macro-F1, best CNN - 1-layer CNN")}) for _, r in table.iterrows()}
-    return Verdict.of(combine(per), claim="C4", chapter="features", figure="fig-features-c4",
-                      runs=keys(*real_runs.values()),
+    j = combine(per)
+    if rr is not None:
+        j = all_of({"depth": j, "temporal context": rr_judgement(rr)})
+    extra = [rr_runs] if rr_runs is not None and len(rr_runs) else []
+    return Verdict.of(j, claim="C4", chapter="features", figure="fig-features-c4",
+                      runs=keys(*real_runs.values(), *extra),
                       effect=f"test macro-F1, best LSTM minus best CNN ({table['dataset'].iloc[0]})",
-                      summary=" ".join(c4_text(r) + f" ({per[r['dataset']].verdict})." for _, r in table.iterrows()))
+                      summary=" ".join(c4_text(r) + f" ({per[r['dataset']].verdict})." for _, r in table.iterrows())
+                      + ("" if rr is None else " With RR-interval context minus without, MIT-BIH test macro-F1: "
+                         + "; ".join(f"{FAMILY_LABELS[r.family]} {fmt_ci(r.mean, r.low, r.high)}"
+                                     for r in rr.itertuples()) + "."))
 
 
 def c4_text(r) -> str:
@@ -737,6 +746,12 @@ def c11_layers(need: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
                                f"layers than the gated CNN to reach test accuracy {TARGET}"
                                + (f" ({cens} seed(s) never reached it: counted at twice the deepest tried, a lower "
                                   "bound)" if cens else "") + "."))
+
+
+def rr_sweep(base: dict, depths: dict[str, int], seeds) -> list:
+    """Each family at its depth on MIT-BIH with and without the RR-interval channels (data.rr_features)."""
+    return [c for f, d in depths.items() for c in experiments.sweep({**base, "family": f, "depth": d},
+                                                                    rr=[False, True], seed=list(seeds))]
 
 
 def rr_table(runs: pd.DataFrame, families=("cnn", "lstm")) -> pd.DataFrame:
