@@ -732,7 +732,8 @@ def c13(pairs: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
                       effect="log2 of the depth at which each task saturates, one task minus another"
                              + (f" ({FAMILY_LABELS[head.family]}, {head.tasks})" if head is not None else ""),
                       summary=" ".join(f"{k}: {fmt_ci(v.mean, v.low, v.high)} doublings ({v.verdict})."
-                                       for k, v in per.items()))
+                                       for k, v in per.items())
+                      or "No pair of tasks has usable runs of one family to compare (see the tables above).")
 
 
 def c11_layers(need: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
