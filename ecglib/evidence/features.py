@@ -1,5 +1,7 @@
 """The features chapter's analysis: receptive fields (no training), the pattern-span task (C3, C7), parameters
-per layer (C10), gates at matched parameters (C11), and real ECG (C4, saliency, first-layer filters).
+per layer (C10), gates at matched parameters, real ECG (C4, saliency, first-layer filters), and the depth each
+task needs (section 5): depth at equal receptive field (C3, C7), the span sweep, GunPoint and MIT-BIH (C13), the
+product task (C11: layers gates save) and RR-interval context (C4).
 
     span = span_sweep(syn_base, cnn_depths, tcn_depths, spans, seeds)      # RunConfigs
     runs = with_fields(experiments.run_sweep(span))                        # + receptive-field class per run
@@ -440,24 +442,6 @@ def fig_gates(gates: pd.DataFrame):
     ax.set_yticks(y, labels, fontsize=9)
     ax.set(xlabel="gated minus ungated (accuracy or macro-F1)", title="What gates buy at matched parameters")
     return fig
-
-
-def c11(gates: pd.DataFrame) -> Judgement:
-    """Gated CNN minus plain CNN at matched depth and parameters, per task (claimed above zero), combined over
-    tasks. gates: rows with data, comparison ("conv: ..."), mean, low, high, n. The sign of a mean alone never
-    refutes: the CI must lie inside the no-effect band or below zero."""
-    conv = gates[gates["comparison"].str.startswith("conv")]
-    return combine({r["data"]: judge(r["mean"], r["low"], r["high"], int(r["n"]), margin("C11", "score"),
-                                     what="gated - plain CNN") for _, r in conv.iterrows()},
-                   headline=conv["data"].iloc[-1] if len(conv) else None)
-
-
-def c11_verdict(gates: pd.DataFrame, gate_runs: dict[str, pd.DataFrame]) -> Verdict:
-    return Verdict.of(c11(gates), claim="C11", chapter="features", figure="fig-features-gates",
-                      runs=keys(*gate_runs.values()),
-                      summary=" ".join(f"{r.data}, {r.comparison}: {fmt_ci(r.mean, r.low, r.high)}."
-                                       for r in gates.itertuples()),
-                      effect="MIT-BIH test macro-F1, gated CNN minus plain CNN (matched parameters)")
 
 
 # ---- 4. real ECG ----
