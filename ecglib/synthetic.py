@@ -153,3 +153,43 @@ def lag_splits(lag: int, length: int, n_train: int, seed: int) -> dict[str, Spli
         out[name] = Split(X=X, y=y, meta=pd.DataFrame({"label": [LAG_CLASSES[c] for c in y]}),
                           classes=list(LAG_CLASSES), fs=1.0)
     return out
+
+
+# ---- the product task (C11: a label that needs a multiplicative interaction) ----
+
+PRODUCT_CLASSES = ["differ", "agree"]
+
+
+def product_splits(span: int, length: int, n_train: int, seed: int, *, period: int = PERIOD,
+                   noise: float = NOISE) -> dict[str, Split]:
+    """Train, val and test splits of the product task; val and test hold n_train // 4 each.
+
+    Two channels. Channel 0 holds one bump of amplitude a at a random cycle, channel 1 one bump of amplitude b
+    exactly `span` cycles later; a and b have independent random signs (magnitudes 0.7-1.3) and both channels
+    carry Gaussian noise. The label is sign(a * b) > 0 ("agree"). Each sign alone is independent of the label, so
+    any classifier that adds a function of channel 0 to a function of channel 1 is at chance: the label needs the
+    product, and a model must see both bumps, (span + 1) * period samples, to form it. meta: a_cycle, a, b."""
+    for name, value, least in (("span", span, 1), ("period", period, 2), ("n_train", n_train, 4)):
+        if not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    n_cycles = length // period
+    if n_cycles < span + 1:
+        raise ValueError(f"length {length} is too short for span {span}: the product task needs at least "
+                         f"{pattern_samples(span, period)} samples (span + 1 = {span + 1} cycles of {period})")
+    sizes = {"train": n_train, "val": max(n_train // 4, 2), "test": max(n_train // 4, 2)}
+    bump = np.sin(np.pi * (np.arange(period) + 0.5) / period) ** 2
+    out = {}
+    for name, ss in zip(_SPLITS, np.random.SeedSequence(seed).spawn(len(_SPLITS))):
+        rng, n = np.random.default_rng(ss), sizes[name]
+        y = rng.permutation(np.arange(n) % 2).astype(np.int64)
+        sign_a = rng.choice([-1.0, 1.0], size=n)
+        a = sign_a * rng.uniform(0.7, 1.3, size=n)
+        b = sign_a * np.where(y == 1, 1.0, -1.0) * rng.uniform(0.7, 1.3, size=n)
+        start = rng.integers(0, n_cycles - span, size=n)
+        X = (noise * rng.standard_normal((n, 2, length))).astype(np.float32)
+        for i in range(n):
+            X[i, 0, start[i] * period:(start[i] + 1) * period] += a[i] * bump
+            X[i, 1, (start[i] + span) * period:(start[i] + span + 1) * period] += b[i] * bump
+        out[name] = Split(X=X, y=y, meta=pd.DataFrame({"a_cycle": start, "a": a, "b": b}),
+                          classes=list(PRODUCT_CLASSES), fs=1.0)
+    return out

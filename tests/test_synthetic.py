@@ -4,6 +4,7 @@ import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from ecglib import synthetic
 from ecglib.synthetic import PERIOD, min_length, pattern_samples, pattern_span_splits
 
 
@@ -107,3 +108,26 @@ def test_lag_task_label_is_the_sign_under_the_marker_and_nothing_else():
     assert np.array_equal(lag_splits(7, 30, 400, 1)["val"].X, s["val"].X)
     with pytest.raises(ValueError, match="length 5 must be >= lag \\+ 1"):
         lag_splits(lag=5, length=5, n_train=8, seed=0)
+
+
+def test_product_task_needs_the_product():
+    """Each channel's sign alone says nothing about the label; their product says everything."""
+
+    s = synthetic.product_splits(2, 96, 2000, seed=0)
+    tr, te = s["train"], s["test"]
+    assert tr.X.shape == (2000, 2, 96) and te.X.shape == (500, 2, 96)
+    assert abs(tr.y.mean() - 0.5) < 0.01
+
+    def signs(split):   # the signed area of each channel: what an additive model can read
+        return np.sign(split.X.sum(axis=2))
+
+    additive = LogisticRegression().fit(signs(tr), tr.y).score(signs(te), te.y)
+    product = LogisticRegression().fit(signs(tr).prod(1, keepdims=True), tr.y).score(
+        signs(te).prod(1, keepdims=True), te.y)
+    assert additive < 0.6 and product > 0.8
+    assert (np.sign(te.meta.a * te.meta.b) > 0).astype(int).tolist() == te.y.tolist()
+
+
+def test_product_task_rejects_a_length_too_short():
+    with pytest.raises(ValueError, match="too short for span 3"):
+        synthetic.product_splits(3, 24, 100, seed=0)

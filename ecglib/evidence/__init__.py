@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-DATASETS = {"mitdb": "MIT-BIH", "cinc2017": "CinC 2017"}
+DATASETS = {"mitdb": "MIT-BIH", "cinc2017": "CinC 2017", "gunpoint": "GunPoint", "basicmotions": "BasicMotions",
+            "product": "product task", "synthetic": "pattern span"}
 
 
 def keys(*frames: pd.DataFrame) -> list[str]:

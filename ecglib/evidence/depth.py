@@ -1,6 +1,6 @@
 """The depth chapter's analysis: the depth sweeps (shared with the overfitting chapter), gradient attenuation
 across layers and across time (one method: stats.attenuation), smallest sufficient depth, and the verdicts
-on C1, C4, C8 and C13.
+on C1, C4 and C8 (C13, the depth each task needs, is the features chapter's).
 """
 from __future__ import annotations
 
@@ -225,41 +225,6 @@ def c8(grads: pd.DataFrame, deep: int, runs: pd.DataFrame, lag: Judgement | None
                       runs=keys(used, *([protocol.usable(lag_runs)] if lag_runs is not None else [])),
                       effect=f"orders of magnitude lost across the time steps minus across the layers of one "
                              f"{deep}-layer LSTM at initialisation")
-
-
-def c13_table(runs: dict[str, pd.DataFrame], families, best: dict, shallow: int, deep: int) -> pd.DataFrame:
-    """Per family: smallest sufficient depth per task, depth gain per task, and CinC minus MIT-BIH (paired by seed)."""
-    rows = []
-    for family in families:
-        gm = _per_seed(runs["mitdb"], family, "test_macro_f1", shallow, deep)
-        gc = _per_seed(runs["cinc2017"], family, "test_macro_f1", shallow, deep)
-        inter = _est(gc - gm)
-        rows.append({"family": family,
-                     "sufficient depth, MIT-BIH": best["mitdb"]["sufficient"][family],
-                     "sufficient depth, CinC": best["cinc2017"]["sufficient"][family],
-                     "depth gain, MIT-BIH": fmt_ci(*stats.mean_ci(gm)),
-                     "depth gain, CinC": fmt_ci(*stats.mean_ci(gc)),
-                     "CinC minus MIT-BIH": fmt_ci(*inter[:3]),
-                     "mean": inter[0], "low": inter[1], "high": inter[2], "n": inter[3]})
-    return pd.DataFrame(rows)
-
-
-def c13(table: pd.DataFrame, runs: pd.DataFrame, shallow: int, deep: int) -> Verdict:
-    """The depth gain differs between tasks, in either direction (the claim names no direction), per family;
-    the families are combined like settings."""
-    m = margin("C13", "gain")
-    per = {FAMILY_LABELS[r["family"]]: judge(r["mean"], r["low"], r["high"], int(r["n"]), m,
-                                             claimed="below" if r["mean"] < 0 else "above",
-                                             what="depth gain, CinC - MIT-BIH")
-           for _, r in table.iterrows()}
-    head = "rescnn" if "rescnn" in set(table["family"]) else table["family"].iloc[0]
-    j = combine(per, headline=FAMILY_LABELS[head])
-    n_diff = sum(v.verdict == "supported" for v in per.values())
-    summary = (f"The test macro-F1 gained from depth {shallow} to {deep} differs between CinC rhythms and MIT-BIH "
-               f"beats by more than the margin for {n_diff} of {len(per)} families; "
-               + "; ".join(f"{FAMILY_LABELS[r['family']]} {r['CinC minus MIT-BIH']}" for _, r in table.iterrows()) + ".")
-    return Verdict.of(j, claim="C13", chapter="depth", summary=summary, figure="fig-depth-f1", runs=keys(runs),
-                      effect=f"depth gain (depth {deep} - {shallow}, test macro-F1), CinC minus MIT-BIH, {head}")
 
 
 # ---- tables and figures (each figure one named function) ----

@@ -1,5 +1,7 @@
 """The features chapter's analysis: receptive fields (no training), the pattern-span task (C3, C7), parameters
-per layer (C10), gates at matched parameters (C11), and real ECG (C4, saliency, first-layer filters).
+per layer (C10), gates at matched parameters, real ECG (C4, saliency, first-layer filters), and the depth each
+task needs (section 5): depth at equal receptive field (C3, C7), the span sweep, GunPoint and MIT-BIH (C13), the
+product task (C11: layers gates save) and RR-interval context (C4).
 
     span = span_sweep(syn_base, cnn_depths, tcn_depths, spans, seeds)      # RunConfigs
     runs = with_fields(experiments.run_sweep(span))                        # + receptive-field class per run
@@ -254,10 +256,17 @@ def _span_parts(e: dict, claim: str) -> dict[str, Judgement]:
     return {"blind CNN at chance": blind, "CNN gains once it sees the pattern": sees, "one LSTM layer learns it": lstm}
 
 
-def c7_judgement(effects: list[dict]) -> Judgement:
+def field_judgement(effect: tuple, claim: str) -> Judgement:
+    """Depth at equal receptive field: the deepest minus the one-layer CNN whose kernel covers the pattern."""
+    return judge(*effect, margin(claim, "test_acc"),
+                 what="test accuracy, deepest minus one-layer CNN at equal receptive field")
+
+
+def c7_judgement(effects: list[dict], field: tuple | None = None) -> Judgement:
     """Per span: all_of(blind CNN at chance, CNN gains once it sees, one LSTM layer learns it), except that when
     neither the CNN nor the LSTM learned anything the span decides nothing (a budget failure, not a refutation);
-    spans combined like tasks."""
+    spans combined like tasks. With `field` (field_effect on the first span), C7's "a CNN needs several layers"
+    must also hold at equal receptive field: all_of(that, the spans)."""
     per = {}
     for e in effects:
         parts = _span_parts(e, "C7")
@@ -268,18 +277,23 @@ def c7_judgement(effects: list[dict]) -> Judgement:
             j = Judgement("inconclusive", "nothing learned the pattern within the budget: " + j.reason,
                           j.mean, j.low, j.high, j.margin, j.n)
         per[f"span {e['span']}"] = j
-    return combine(per)
+    spans = combine(per)
+    if field is None:
+        return spans
+    return all_of({"several layers at equal receptive field": field_judgement(field, "C7"), "pattern span": spans})
 
 
-def c3_judgement(effects: list[dict]) -> Judgement:
-    """C3 on the pattern-span task: the CNN builds features level by level (blind at chance, gains once it sees)
-    and the recurrent layer carries them across time (one layer learns it); spans combined like tasks."""
+def c3_judgement(effects: list[dict], field: tuple | None = None) -> Judgement:
+    """C3 on the pattern-span task: the CNN builds features level by level and the recurrent layer carries them
+    across time (one layer learns it); spans combined like tasks. Without `field` the CNN part is "blind at chance,
+    gains once it sees", true of any detector by construction of the task; with it (field_effect), the CNN part is
+    depth at equal receptive field, which can fail: a one-layer CNN with a wide kernel may do as well."""
     per = {}
     for e in effects:
         p = _span_parts(e, "C3")
-        per[f"span {e['span']}"] = all_of({
-            "CNN level by level": all_of({k: p[k] for k in ("CNN gains once it sees the pattern", "blind CNN at chance")}),
-            "LSTM across time": p["one LSTM layer learns it"]})
+        cnn = (field_judgement(field, "C3") if field is not None else
+               all_of({k: p[k] for k in ("CNN gains once it sees the pattern", "blind CNN at chance")}))
+        per[f"span {e['span']}"] = all_of({"CNN level by level": cnn, "LSTM across time": p["one LSTM layer learns it"]})
     return combine(per)
 
 
@@ -293,13 +307,15 @@ def effects_text(e: dict, solved: dict) -> str:
                             f"{FAMILY_LABELS[f]} does not solve it at the depths tried" for f, d in solved.items()) + "."
 
 
-def c3_c7(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, spans) -> list[Verdict]:
-    """The C3 and C7 verdicts from the pattern-span runs (headline: the first span)."""
+def c3_c7(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, spans, field_runs=None) -> list[Verdict]:
+    """The C3 and C7 verdicts from the pattern-span runs (headline: the first span); field_runs (field_sweep's, on
+    the first span) add depth at equal receptive field."""
     summary = span_summary(span_runs)
     effects = [span_effects(span_runs, generous_runs, s) for s in spans]
     e, solved = effects[0], solved_at(summary, spans[0])
-    runs = keys(span_runs, generous_runs) if len(generous_runs) else keys(span_runs)
-    j3, j7 = c3_judgement(effects), c7_judgement(effects)
+    runs = keys(*[r for r in (span_runs, generous_runs, field_runs) if r is not None and len(r)])
+    field = None if field_runs is None else field_effect(field_runs)
+    j3, j7 = c3_judgement(effects, field), c7_judgement(effects, field)
     lstm = summary[(summary.family == "lstm") & (summary.span == spans[0])]["mean"]
     lstm_text = (f"one LSTM layer reaches mean accuracy {lstm.iloc[0] if len(lstm) else math.nan:.2f} on span "
                  f"{spans[0]} (features carried across time)")
@@ -312,12 +328,18 @@ def c3_c7(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, spans) -> list[V
                              f"level); {lstm_text}." if blind else
                              f"On span {spans[0]} no CNN depth tried is blind to the pattern, so the level-by-level "
                              f"part cannot be read; {lstm_text}."))
-    c3 = _with_estimate(c3, e["sees"])
+    if field is not None:
+        c3.effect = f"test accuracy, deepest minus one-layer CNN at equal receptive field (span {spans[0]})"
+        c3.summary = (f"At equal receptive field (kernels sized to cover the span-{spans[0]} pattern), the deepest CNN "
+                      f"minus the one-layer CNN: {fmt_ci(*field[:3])} test accuracy; {lstm_text}.")
+    c3 = _with_estimate(c3, field if field is not None else e["sees"])
     c7 = Verdict.of(j7, claim="C7", chapter="features", figure="fig-features-span", runs=runs,
                     effect=(f"test accuracy, 1-layer LSTM minus the deepest blind CNN (depth {e['last_blind']}, "
                             f"span {spans[0]})" if blind else
                             f"test accuracy, 1-layer LSTM minus a blind CNN (span {spans[0]}: none tried)"),
-                    summary=effects_text(e, solved) + " The layers a CNN needs follow its receptive field.")
+                    summary=effects_text(e, solved) + (" The layers a CNN needs follow its receptive field." if field is None
+                                                       else f" At equal receptive field, the deepest CNN minus the "
+                                                            f"one-layer CNN: {fmt_ci(*field[:3])}."))
     return [c3, _with_estimate(c7, e["lstm"])]
 
 
@@ -422,24 +444,6 @@ def fig_gates(gates: pd.DataFrame):
     return fig
 
 
-def c11(gates: pd.DataFrame) -> Judgement:
-    """Gated CNN minus plain CNN at matched depth and parameters, per task (claimed above zero), combined over
-    tasks. gates: rows with data, comparison ("conv: ..."), mean, low, high, n. The sign of a mean alone never
-    refutes: the CI must lie inside the no-effect band or below zero."""
-    conv = gates[gates["comparison"].str.startswith("conv")]
-    return combine({r["data"]: judge(r["mean"], r["low"], r["high"], int(r["n"]), margin("C11", "score"),
-                                     what="gated - plain CNN") for _, r in conv.iterrows()},
-                   headline=conv["data"].iloc[-1] if len(conv) else None)
-
-
-def c11_verdict(gates: pd.DataFrame, gate_runs: dict[str, pd.DataFrame]) -> Verdict:
-    return Verdict.of(c11(gates), claim="C11", chapter="features", figure="fig-features-gates",
-                      runs=keys(*gate_runs.values()),
-                      summary=" ".join(f"{r.data}, {r.comparison}: {fmt_ci(r.mean, r.low, r.high)}."
-                                       for r in gates.itertuples()),
-                      effect="MIT-BIH test macro-F1, gated CNN minus plain CNN (matched parameters)")
-
-
 # ---- 4. real ECG ----
 
 def fig_real(real_runs: dict[str, pd.DataFrame]):
@@ -465,19 +469,28 @@ def c4_table(real_runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def c4(table: pd.DataFrame, real_runs: dict[str, pd.DataFrame]) -> Verdict:
+def c4(table: pd.DataFrame, real_runs: dict[str, pd.DataFrame], rr: pd.DataFrame | None = None,
+       rr_runs: pd.DataFrame | None = None) -> Verdict:
     """Per dataset all_of: the best LSTM is not worse than the best CNN (non-inferiority) and the CNN needs layers
-    (best CNN minus one-layer CNN claimed above zero); datasets combined."""
+    (best CNN minus one-layer CNN claimed above zero); datasets combined. With `rr` (rr_table), all_of that and
+    the context part: the LSTM gains from RR-interval context on MIT-BIH (rr_judgement)."""
     m = margin("C4", "test_macro_f1")
     per = {r["dataset"]: all_of({
         "not worse": not_worse(r["LSTM - CNN"], r["LSTM - CNN low"], r["LSTM - CNN high"], r["pairs"], m,
                                what="test macro-F1, best LSTM - best CNN"),
         "CNN needs layers": judge(r["CNN gain from depth"], r["gain low"], r["gain high"], r["gain pairs"], m,
                                   what="test macro-F1, best CNN - 1-layer CNN")}) for _, r in table.iterrows()}
-    return Verdict.of(combine(per), claim="C4", chapter="features", figure="fig-features-c4",
-                      runs=keys(*real_runs.values()),
+    j = combine(per)
+    if rr is not None:
+        j = all_of({"depth": j, "temporal context": rr_judgement(rr)})
+    extra = [rr_runs] if rr_runs is not None and len(rr_runs) else []
+    return Verdict.of(j, claim="C4", chapter="features", figure="fig-features-c4",
+                      runs=keys(*real_runs.values(), *extra),
                       effect=f"test macro-F1, best LSTM minus best CNN ({table['dataset'].iloc[0]})",
-                      summary=" ".join(c4_text(r) + f" ({per[r['dataset']].verdict})." for _, r in table.iterrows()))
+                      summary=" ".join(c4_text(r) + f" ({per[r['dataset']].verdict})." for _, r in table.iterrows())
+                      + ("" if rr is None else " With RR-interval context minus without, MIT-BIH test macro-F1: "
+                         + "; ".join(f"{FAMILY_LABELS[r.family]} {fmt_ci(r.mean, r.low, r.high)}"
+                                     for r in rr.itertuples()) + "."))
 
 
 def c4_text(r) -> str:
@@ -555,3 +568,191 @@ def fig_filters(probe_records: dict[str, dict[str, dict]]):
         ax.set(title=f"{name}: {w.shape[0]} first-layer kernels", xlabel="kernel tap (samples)",
                ylabel="weight (scaled per kernel)")
     return fig
+
+
+# ---- 5. depth separated from receptive field, depth needed per task (C3, C7, C11, C13) ----
+
+SPAN_FAMILIES = ["cnn", "tcn", "lstm"]
+TARGET = 0.9            # "solved": test accuracy a model must reach on a synthetic task
+
+
+def selections(base: dict, depths: dict[str, int], seeds, executor="local", fresh=False) -> dict:
+    """protocol.select per family at its reference depth, on `base` (validation data only): family -> Selection."""
+    from .. import protocol
+    return {f: protocol.select(base, f, d, seeds=list(seeds), executor=executor, fresh=fresh, progress=False)
+            for f, d in depths.items()}
+
+
+def tuned(sel) -> dict:
+    """A Selection's config without family and depth: the base the depth sweeps of that family run on."""
+    return {k: v for k, v in sel.config.items() if k not in ("family", "depth")}
+
+
+def kernel_for_field(family: str, depth: int, field: int) -> int:
+    """The smallest odd kernel whose trunk of `depth` layers sees at least `field` samples."""
+    k = 3
+    with torch.device("meta"):
+        while models.build_model(family, depth, kernel_size=k).receptive_field < field:
+            k += 2
+    return k
+
+
+def field_sweep(base: dict, depths, span: int, seeds) -> list:
+    """Plain CNNs of each depth whose kernel is sized so the field just covers the span's pattern: equal field,
+    different depth. base: the CNN's tuned config on the span task."""
+    field = synthetic.pattern_samples(span)
+    return [c for d in depths for c in experiments.sweep(
+        {**base, "family": "cnn", "depth": d, "span": span, "kernel_size": kernel_for_field("cnn", d, field)},
+        seed=list(seeds))]
+
+
+def field_effect(runs: pd.DataFrame) -> tuple:
+    """Deepest minus one-layer CNN at equal receptive field, test accuracy paired by seed (usable runs only)."""
+    from ..protocol import usable
+    runs = usable(runs)
+    if runs.empty or runs.depth.nunique() < 2:
+        return _NAN4
+    return paired(runs, "test_acc", {"depth": int(runs.depth.max())}, {"depth": int(runs.depth.min())})
+
+
+def field_table(runs: pd.DataFrame) -> pd.DataFrame:
+    from ..protocol import usable
+    s = stats.summarise(usable(runs), ["depth", "kernel_size"], "test_acc")
+    rf = runs.groupby("depth").receptive_field.first()
+    return s.assign(receptive_field=s.depth.map(rf)).rename(
+        columns={"mean": "test acc", "low": "CI low", "high": "CI high", "n": "usable seeds"})
+
+
+def depth_sweep_of(bases: dict[str, dict], depths: dict[str, list], seeds, **over) -> list:
+    """Every family's tuned base at each of its depths (and `over`, lists swept too, e.g. span=[2, 3])."""
+    return [c for f, base in bases.items() for c in experiments.sweep(
+        {**base, "family": f}, depth=list(depths[f]), seed=list(seeds), **over)]
+
+
+def depth_needed(runs: pd.DataFrame, metric: str, by=("family",), target: float | None = None,
+                 tolerance: float | None = None) -> pd.DataFrame:
+    """Per group of `by` and seed, the smallest depth whose usable run reaches `target` (solved) or comes within
+    `tolerance` of that seed's best depth (saturated). Columns: by..., seed, depth, censored (never reached: depth
+    is then twice the deepest tried, a lower bound), tried (deepest depth)."""
+    from ..protocol import usable
+    by = list(by)
+    rows = []
+    for key, g in usable(runs).groupby(by + ["seed"], sort=True):
+        g = g.sort_values("depth")
+        bar = target if target is not None else g[metric].max() - tolerance
+        hit = g[g[metric] >= bar]
+        deepest = int(runs[(runs[by] == pd.Series(dict(zip(by, key[:-1])))).all(axis=1)].depth.max())
+        rows.append({**dict(zip(by + ["seed"], key)), "depth": float(hit.depth.min()) if len(hit) else 2.0 * deepest,
+                     "censored": not len(hit), "tried": deepest})
+    return pd.DataFrame(rows, columns=by + ["seed", "depth", "censored", "tried"])
+
+
+def needed_table(need: pd.DataFrame, by=("family",)) -> pd.DataFrame:
+    """Mean depth needed with its CI over seeds (geometric: depth grids double), seeds that never got there."""
+    by = list(by)
+    if need.empty:
+        return pd.DataFrame(columns=by + ["depth needed", "CI low", "CI high", "seeds", "never reached"])
+    s = stats.summarise(need, by, "depth", log=True)
+    cens = need.groupby(by).censored.sum().reset_index(name="never reached")
+    return s.merge(cens, on=by).rename(columns={"mean": "depth needed", "low": "CI low", "high": "CI high",
+                                                "n": "seeds"})
+
+
+def fig_depth_needed(need: pd.DataFrame, x: str = "span", title: str = "Smallest depth reaching the target"):
+    """Depth needed (geometric mean and CI over seeds) per family against `x`; open markers: a seed never got there."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for f, g in need.groupby("family", sort=False):
+        s = stats.summarise(g, [x], "depth", log=True)
+        c = FAMILY_COLORS[f]
+        ax.plot(s[x].astype(str), s["mean"], marker="o", color=c, label=FAMILY_LABELS[f])
+        ax.fill_between(s[x].astype(str), s["low"].fillna(s["mean"]), s["high"].fillna(s["mean"]), color=c, alpha=0.15)
+        cens = g[g.censored]
+        ax.scatter(cens[x].astype(str), cens.depth, facecolors="none", edgecolors=c, s=50)
+    ax.set(yscale="log", xlabel=x, ylabel="layers needed (log)", title=title)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def _log2_diff(need: pd.DataFrame, a: dict, b: dict) -> tuple:
+    """log2(depth needed in a) - log2(depth needed in b), paired by seed: (mean, low, high, n)."""
+    n = need.assign(depth=np.log2(need.depth))
+    return paired(n, "depth", a, b)
+
+
+def c13_needed(need: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """need: depth_needed rows with a `task` column. Per family, each pair of tasks: log2 depth a - b."""
+    rows = []
+    for f, g in need.groupby("family", sort=False):
+        tasks = list(dict.fromkeys(g.task))
+        for i, a in enumerate(tasks):
+            for b in tasks[i + 1:]:
+                mean, low, high, n = _log2_diff(g, {"task": a}, {"task": b})
+                rows.append({"family": f, "tasks": f"{a} vs {b}", "mean": mean, "low": low, "high": high, "n": n})
+    return pd.DataFrame(rows, columns=["family", "tasks", "mean", "low", "high", "n"])
+
+
+def c13(pairs: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
+    """The layers needed depend heavily on the problem: some pair of tasks whose saturation depths differ by more
+    than one doubling (either direction) supports it; every pair within a doubling refutes it; else inconclusive."""
+    m = margin("C13", "log2_depth")
+    per = {f"{FAMILY_LABELS[r.family]}, {r.tasks}": judge(r.mean, r.low, r.high, int(r.n), m,
+                                                          claimed="below" if r.mean < 0 else "above",
+                                                          what=f"log2 depth needed, {r.tasks}")
+           for r in pairs.itertuples()}
+    verdicts = [j.verdict for j in per.values()]
+    if "supported" in verdicts:
+        j = next(j for j in per.values() if j.verdict == "supported")
+        j = Judgement("supported", f"{j.reason} (of {len(per)} family and task pairs)", j.mean, j.low, j.high,
+                      j.margin, j.n)
+    elif verdicts and all(v == "refuted" for v in verdicts):
+        j = next(iter(per.values()))
+        j = Judgement("refuted", "every task saturates within one doubling of depth of every other: "
+                      + "; ".join(v.reason for v in per.values()), j.mean, j.low, j.high, j.margin, j.n)
+    else:
+        j = Judgement("inconclusive", "; ".join(f"{k}: {v.reason}" for k, v in per.items()) or "no task pair",
+                      math.nan, math.nan, math.nan, m.value, 0)
+    head = pairs.iloc[0] if len(pairs) else None
+    return Verdict.of(j, claim="C13", chapter="features", figure="fig-features-saturation", runs=keys(runs),
+                      effect="log2 of the depth at which each task saturates, one task minus another"
+                             + (f" ({FAMILY_LABELS[head.family]}, {head.tasks})" if head is not None else ""),
+                      summary=" ".join(f"{k}: {fmt_ci(v.mean, v.low, v.high)} doublings ({v.verdict})."
+                                       for k, v in per.items())
+                      or "No pair of tasks has usable runs of one family to compare (see the tables above).")
+
+
+def c11_layers(need: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
+    """Gates save layers: the plain CNN's depth needed minus the gated CNN's, paired by seed (claimed above zero)."""
+    mean, low, high, n = paired(need, "depth", {"family": "cnn"}, {"family": "glucnn"})
+    j = judge(mean, low, high, n, margin("C11", "layers"), what="layers needed, plain CNN - gated CNN")
+    cens = int(need.censored.sum())
+    return Verdict.of(j, claim="C11", chapter="features", figure="fig-features-product", runs=keys(runs),
+                      effect="layers needed to reach the target on the product task, plain CNN minus gated CNN",
+                      summary=(f"On a task whose label is a product, the plain CNN needs {fmt_ci(mean, low, high)} more "
+                               f"layers than the gated CNN to reach test accuracy {TARGET}"
+                               + (f" ({cens} seed(s) never reached it: counted at twice the deepest tried, a lower "
+                                  "bound)" if cens else "") + "."))
+
+
+def rr_sweep(base: dict, depths: dict[str, int], seeds) -> list:
+    """Each family at its depth on MIT-BIH with and without the RR-interval channels (data.rr_features)."""
+    return [c for f, d in depths.items() for c in experiments.sweep({**base, "family": f, "depth": d},
+                                                                    rr=[False, True], seed=list(seeds))]
+
+
+def rr_table(runs: pd.DataFrame, families=("cnn", "lstm")) -> pd.DataFrame:
+    """Per family: test macro-F1 with RR-interval context minus without, paired by seed (usable runs)."""
+    from ..protocol import usable
+    u = usable(runs)
+    rows = []
+    for f in families:
+        g = u[u.family == f]
+        mean, low, high, n = paired(g, "test_macro_f1", {"rr": True}, {"rr": False})
+        rows.append({"family": f, "mean": mean, "low": low, "high": high, "n": n})
+    return pd.DataFrame(rows)
+
+
+def rr_judgement(table: pd.DataFrame) -> Judgement:
+    """C4's context part: the recurrent model gains from temporal context (RR intervals), claimed above zero."""
+    r = table.set_index("family").loc["lstm"]
+    return judge(r["mean"], r["low"], r["high"], int(r["n"]), margin("C4", "test_macro_f1"),
+                 what="test macro-F1, LSTM with RR context - without")
