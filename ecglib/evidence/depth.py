@@ -665,7 +665,7 @@ def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
             row[f"{what}, depth {deep}"] = fmt_ci(*stats.ci(at, metric)) if len(at) else "no usable run"
             row[f"{what}, {deep} - {shallow}"] = fmt_ci(*_est(_per_seed(g, family, metric, shallow, deep))[:3])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows or [{"family": "no usable run", "normalisation": ""}])
 
 
 def describe_lag(base: dict, lags, depths, fixed_lag: int, lrs) -> str:
