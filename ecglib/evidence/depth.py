@@ -220,7 +220,10 @@ def c8(grads: pd.DataFrame, deep: int, runs: pd.DataFrame, lag: Judgement | None
         per["lag task"] = lag
     j = combine(per, headline=DATASETS["cinc2017"] if DATASETS["cinc2017"] in per else None)
     used = usable[(usable["family"] == "lstm") & (usable["depth"] == deep)]
-    return Verdict.of(j, claim="C8", chapter="depth", summary=c8_text(grads[grads["key"].isin(usable["key"])], deep),
+    summary = c8_text(grads[grads["key"].isin(usable["key"])], deep) or f"No usable {deep}-layer LSTM run to measure."
+    if lag is not None:
+        summary += f" Lag task: {lag.reason}."
+    return Verdict.of(j, claim="C8", chapter="depth", summary=summary,
                       figure="fig-depth-grad-time",
                       runs=keys(used, *([protocol.usable(lag_runs)] if lag_runs is not None else [])),
                       effect=f"orders of magnitude lost across the time steps minus across the layers of one "
@@ -630,7 +633,7 @@ def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
             row[f"{what}, depth {deep}"] = fmt_ci(*stats.ci(at, metric)) if len(at) else "no usable run"
             row[f"{what}, {deep} - {shallow}"] = fmt_ci(*_est(_per_seed(g, family, metric, shallow, deep))[:3])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows or [{"family": "no usable run", "normalisation": ""}])
 
 
 def describe_lag(base: dict, lags, depths, fixed_lag: int, lrs) -> str:
