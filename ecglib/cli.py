@@ -129,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
     bu.set_defaults(func=_build)
 
     v = sub.add_parser("verify", help="retrain a few stored runs of older training code; certify it if nothing changed")
-    v.add_argument("--runs", type=int, default=2, help="runs retrained per older code version (the cheapest)")
+    v.add_argument("--runs", type=int, default=2, help="runs retrained per older code version (cheap ones, one per dataset and family first)")
     v.add_argument("--list", action="store_true", help="only list the stored runs' code versions; retrain nothing")
     v.set_defaults(func=_verify)
 

@@ -124,9 +124,16 @@ def same_results(a: dict, b: dict, rtol: float = 1e-5) -> list[str]:
     return diffs
 
 
+def _cheapest_spread(runs: pd.DataFrame, n: int) -> list[str]:
+    """n run keys, spread over code paths: the cheapest run of each (dataset, family), groups in order of their
+    cheapest run, then the second cheapest of each, and so on."""
+    ranked = runs.sort_values("wall_s").assign(rank=lambda d: d.groupby(["dataset", "family"]).cumcount())
+    return list(ranked.sort_values(["rank", "wall_s"], kind="stable")["key"].head(n))
+
+
 def verify(runs_per_version: int = 2, store=None) -> pd.DataFrame:
-    """Retrain the cheapest `runs_per_version` stored runs of every training-code version other than today's
-    (and not already equivalent to it) and compare; certify a version equivalent when all of its runs match.
+    """Retrain `runs_per_version` cheap stored runs of every training-code version other than today's (and not
+    already equivalent to it), one per dataset and family before a second of any (_cheapest_spread), and compare; certify a version equivalent when all of its runs match.
     One row per retrained run: code, key, family, dataset, same, differences."""
     from ecglib import experiments as ex
 
@@ -136,7 +143,7 @@ def verify(runs_per_version: int = 2, store=None) -> pd.DataFrame:
     rows = []
     for version, g in runs.groupby("code"):
         checked = []
-        for key in g.sort_values("wall_s")["key"].head(runs_per_version):
+        for key in _cheapest_spread(g, runs_per_version):
             old = ex.read_record(ex.store_dir(store) / f"{key}.json")
             config = ex.RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in old["config"].items()})
             diffs = same_results(old, ex.execute(config))

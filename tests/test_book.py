@@ -148,8 +148,8 @@ def test_real_chapter_parameters_are_checked():
         book._plan(book.ROOT, profile, None, None, None, False, True)
     run, params = book._plan(book.ROOT, "smoke", ["depth"], {"seeds": "5"}, None, False, False)
     assert run == ["depth"] and params["depth"]["seeds"] == 5
-    _, params = book._plan(book.ROOT, "smoke", ["hybrids"], {"lr": "1e-3"}, None, False, False)
-    assert params["hybrids"]["lr"] == 0.001     # YAML 1.1 reads 1e-3 as a string; the default says number
+    _, params = book._plan(book.ROOT, "smoke", ["hybrids"], {"train_fraction": "1e-1"}, None, False, False)
+    assert params["hybrids"]["train_fraction"] == 0.1   # YAML 1.1 reads 1e-1 as a string; the default says number
     with pytest.raises(ValueError, match=r"seeds of chapter features must be a non-empty list of integers >= 0"):
         book._plan(book.ROOT, "smoke", ["features"], {"seeds": "5"}, None, False, False)
 

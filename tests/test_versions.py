@@ -44,3 +44,10 @@ def test_canonical_joins_chains_of_equivalent_versions(store):
         {"from": "bbb", "to": "ccc", "runs": [], "checked_at": ""}]}))
     named = versions.canonical(pd.Series(["aaa", "bbb", "ccc", "zzz", None]))
     assert len(set(named[:3])) == 1 and named[3] == "zzz" and pd.isna(named[4])
+
+
+def test_verification_spreads_over_code_paths_before_repeating_one():
+    runs = pd.DataFrame({"key": list("abcdef"), "dataset": ["mitdb"] * 4 + ["cinc2017"] * 2,
+                         "family": ["cnn", "cnn", "lstm", "lstm", "cnn", "cnn"], "wall_s": [1, 2, 50, 60, 10, 11]})
+    assert versions._cheapest_spread(runs, 3) == ["a", "e", "c"]
+    assert versions._cheapest_spread(runs, 5) == ["a", "e", "c", "b", "f"]
