@@ -478,6 +478,7 @@ def execute(config: RunConfig) -> dict:
             "torch": _torch_version(),
             "python": platform.python_version(),
             "device": device_name(result.device),
+            "threads": _torch_threads(),    # CPU results repeat exactly only at the same thread count
             "train_s": result.seconds,
             "wall_s": time.time() - t0,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -507,6 +508,11 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha[:12] + ("-dirty" if dirty else "")
+
+
+def _torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
 
 
 def _torch_version() -> str:

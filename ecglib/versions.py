@@ -115,7 +115,7 @@ def canonical(codes, store=None) -> pd.Series:
 
 def same_results(a: dict, b: dict, rtol: float = 1e-5) -> list[str]:
     """What differs between two records of one config: status, best epoch, and every split's metrics. Identical
-    code and seed on one machine give identical numbers; rtol absorbs float noise across machines only."""
+    code, seed and thread count on one machine give identical numbers; rtol absorbs float noise across machines."""
     diffs = [f"{k}: {a[k]} vs {b[k]}" for k in ("status", "best_epoch") if a[k] != b[k]]
     for split, m in COMPARED:
         x, y = a[split][m], b[split][m]
@@ -146,13 +146,36 @@ def verify(runs_per_version: int = 2, store=None) -> pd.DataFrame:
         for key in _cheapest_spread(g, runs_per_version):
             old = ex.read_record(ex.store_dir(store) / f"{key}.json")
             config = ex.RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in old["config"].items()})
-            diffs = same_results(old, ex.execute(config))
+            diffs, threads = _retrain(config, old)
             rows.append({"code": version, "key": key, "family": config.family, "dataset": config.dataset,
-                         "same": not diffs, "differences": "; ".join(diffs)})
+                         "threads": threads, "same": not diffs, "differences": "; ".join(diffs)})
             checked.append((key, not diffs))
         if checked and all(ok for _, ok in checked):
             _certify(version, now, [k for k, _ in checked], store)
-    return pd.DataFrame(rows, columns=["code", "key", "family", "dataset", "same", "differences"])
+    return pd.DataFrame(rows, columns=["code", "key", "family", "dataset", "threads", "same", "differences"])
+
+
+def _retrain(config, old: dict) -> tuple[list[str], int]:
+    """Retrain `config` with the torch thread count its run recorded (CPU kernels sum in a thread-dependent order,
+    so a run repeats exactly only at its own count). A run too old to say is tried at 1 thread (what the process
+    executor gives each of two workers on these machines), then at this process's count."""
+    import torch
+
+    from ecglib import experiments as ex
+
+    recorded = old["provenance"].get("threads")
+    own = torch.get_num_threads()
+    tries = [recorded] if recorded else list(dict.fromkeys([1, own]))
+    diffs = []
+    try:
+        for threads in tries:
+            torch.set_num_threads(threads)
+            diffs = same_results(old, ex.execute(config))
+            if not diffs:
+                break
+    finally:
+        torch.set_num_threads(own)
+    return diffs, threads
 
 
 def _certify(old: str, new: str, keys: list[str], store=None) -> None:

@@ -149,20 +149,6 @@ def test_norm_ablation_sweep_and_table():
     assert t.iloc[1]["training loss, 8 - 2"].startswith("0.7")
 
 
-@pytest.mark.parametrize("mit, verdict", [
-    ((-0.014, -0.151, 0.124), "inconclusive"),   # the published C11: a wide CI across zero is not a refutation
-    ((-0.002, -0.012, 0.008), "refuted"),        # narrow, inside the no-effect band
-    ((0.08, 0.05, 0.11), "supported")])
-def test_c11_never_refutes_on_the_sign_of_the_mean(mit, verdict):
-    from ecglib.evidence import features as fe
-    gates = pd.DataFrame([{"data": "MIT-BIH", "comparison": "conv: glucnn - cnn", "mean": mit[0], "low": mit[1],
-                           "high": mit[2], "n": 3},
-                          {"data": "MIT-BIH", "comparison": "recurrent: lstm - rnn", "mean": 0.3, "low": 0.2,
-                           "high": 0.4, "n": 3}])
-    j = fe.c11(gates)
-    assert j.verdict == verdict and j.mean == mit[0]
-
-
 def test_c4_with_one_seed_decides_nothing():
     v, _ = ev.c4(table(SPEC, seeds=[0]), ["cnn"], ["lstm"])
     assert v.verdict == "inconclusive" and "a verdict needs at least 3" in v.reason

@@ -51,3 +51,17 @@ def test_verification_spreads_over_code_paths_before_repeating_one():
                          "family": ["cnn", "cnn", "lstm", "lstm", "cnn", "cnn"], "wall_s": [1, 2, 50, 60, 10, 11]})
     assert versions._cheapest_spread(runs, 3) == ["a", "e", "c"]
     assert versions._cheapest_spread(runs, 5) == ["a", "e", "c", "b", "f"]
+
+
+def test_runs_record_their_thread_count_and_verify_retrains_with_it(store, one_thread):
+    import torch
+    (config,) = ex.sweep(TINY, family=["lstm"])
+    ex.run_sweep([config], progress=False)
+    record = ex.load_records([config])[0]
+    assert record["provenance"]["threads"] == torch.get_num_threads() == 1
+    torch.set_num_threads(2)   # the verifying process runs otherwise; the retrain still uses the run's 1 thread
+    try:
+        diffs, threads = versions._retrain(config, record)
+        assert (diffs, threads) == ([], 1) and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
