@@ -162,3 +162,15 @@ def test_no_usable_run_gives_inconclusive_verdicts_not_errors():
                   train_beats=300)
     assert ov.c6(va, [4, 8], [2]).verdict == "inconclusive" and ov.fig_variety(va, PAIR, [4, 8])
     assert len(ov.variety_table(va, PAIR)) == 4
+
+
+def test_flow_ratio_reads_gradients_per_weight_from_a_stored_record():
+    import dataclasses
+    from ecglib import experiments
+    from ecglib.evidence import overfitting as ov
+    config = dataclasses.asdict(experiments.RunConfig(family="lstm", depth=3, width=8))
+    sizes = ov.layer_sizes(config, n_classes=5)
+    # every layer's norm is sqrt(its size): one unit per weight everywhere, so nothing decays (log10 ratio 0)
+    record = {"config": config, "classes": list("NSVFQ"),
+              "history": [{"grad_norms": {f"layers.{i}": n ** 0.5 for i, n in enumerate(sizes)}}] * 2}
+    assert sizes[0] < sizes[1] and abs(ov.flow_ratio(record)) < 1e-9

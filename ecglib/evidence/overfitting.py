@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 import pandas as pd
 
-from .. import stats
+from .. import models, stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
 from ..verdicts import Judgement, all_of, combine, judge, margin, not_worse
@@ -88,10 +89,25 @@ def c2(e: dict, memo: dict, pair, runs) -> Verdict:
                              f"minus depth {e['shallow']}, paired by seed")
 
 
+def layer_sizes(config: dict, n_classes: int) -> list[int]:
+    """Parameters in each stacked layer, from a model built on the meta device (no memory, no data)."""
+    options = {k: config[k] for k in models.OPTIONS[config["family"]] if k in config}
+    with torch.device("meta"):
+        model = models.build_model(config["family"], config["depth"], config["width"], n_classes=n_classes, **options)
+    return [sum(p.numel() for p in layer.parameters()) for layer in model.layers]
+
+
+def rms_profile(norms: dict, record: dict) -> np.ndarray:
+    """RMS gradient per weight of layers.0 ... layers.{depth-1}: the layer's L2 norm / sqrt(its size), so a
+    layer with more weights does not look stronger."""
+    sizes = layer_sizes(record["config"], len(record["classes"]))
+    values = [norms.get(f"layers.{i}") for i in range(len(sizes))]
+    return np.array([np.nan if v is None else v / math.sqrt(n) for v, n in zip(values, sizes)])
+
+
 def flow_ratio(record: dict) -> float:
-    """log10 of the first over the last stacked layer's RMS gradient per weight (evidence.depth.rms_profile: the
+    """log10 of the first over the last stacked layer's RMS gradient per weight (rms_profile: the
     L2 norm over sqrt(layer size), so a layer with more weights does not look stronger), averaged over epochs."""
-    from .depth import rms_profile
     ratios = []
     for h in record["history"]:
         rms = rms_profile(h["grad_norms"], record)
