@@ -123,6 +123,22 @@ def select(base: dict, family: str, depth: int, seeds=(0, 1, 2), executor: str =
                      runs=pd.concat(all_runs, ignore_index=True).drop_duplicates("key"), tried=tried)
 
 
+def tuned(runs: pd.DataFrame, field: str = "lr") -> pd.DataFrame:
+    """Per configuration point (every config column except `field` and the seed), the runs of the `field` value
+    with the best mean validation score: a sweep that trains a grid of learning rates at every point reads only
+    the chosen one. Validation only, ties to the value met first; a point with no validation score keeps its first.
+    A constructed table is grouped by the config columns it has."""
+    if runs.empty or runs[field].nunique(dropna=False) < 2:
+        return runs
+    config = [f for f in ex.RunConfig.__dataclass_fields__ if f in runs.columns and f not in (field, "seed")]
+    point = pd.Series([repr(t) for t in runs[config].itertuples(index=False)], index=runs.index)
+    keep = []
+    for _, g in runs.groupby(point, sort=False):
+        score = g.groupby(field)[SELECT_BY].mean()
+        keep.append(g[g[field] == (score.idxmax() if score.notna().any() else g[field].iloc[0])])
+    return pd.concat(keep)
+
+
 def is_usable(runs: pd.DataFrame) -> pd.Series:
     """True for the runs a verdict may read: finished without diverging, converged, and not collapsed. A table
     without one of these columns (a constructed one) is not judged on it."""

@@ -23,7 +23,7 @@ def table(spec, datasets=("mitdb", "cinc2017"), seeds=SEEDS, noise=0.005):
         for (family, depth), metrics in spec.items():
             for s in seeds:
                 row = {"dataset": dataset, "family": family, "depth": depth, "seed": s, "status": "ok",
-                       "key": f"{dataset}-{family}-{depth}-{s}", "n_params": 1000 * depth}
+                       "key": f"{dataset}-{family}-{depth}-{s}", "n_params": 1000 * depth, "lr": 3e-3}
                 for m, v in metrics.items():
                     row[m] = v + rng.normal(0, noise) if v is not None and not (isinstance(v, float) and math.isnan(v)) else math.nan
                 rows.append(row)

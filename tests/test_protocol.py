@@ -109,3 +109,22 @@ def test_a_selection_whose_chosen_runs_all_collapsed_has_failed(monkeypatch, sto
                         .assign(collapsed=True))
     sel = protocol.select(TINY, "rnn", 4, seeds=[0, 1])
     assert sel.failed and sel.chosen == {"lr": 1e-3, "readout": "mean", "weight_decay": 1e-2}   # ties: incumbents
+
+
+def test_tuned_keeps_each_points_best_learning_rate_on_validation_only():
+    """A depth sweep over a learning-rate grid is read at the rate with the best mean validation score, chosen
+    separately for every family and depth; test scores never enter the choice."""
+    from ecglib.evidence import depth as depth_ev
+
+    configs = depth_ev.depth_sweep({"dataset": "mitdb"}, ["cnn"], ["lstm"], [1, 8], [1], 2, lrs=[1e-3, 1e-2])
+    assert len(configs) == 3 * 2 * 2
+    val = {("cnn", 1, 1e-3): 0.5, ("cnn", 1, 1e-2): 0.6, ("cnn", 8, 1e-3): 0.7, ("cnn", 8, 1e-2): 0.4,
+           ("lstm", 1, 1e-3): 0.3, ("lstm", 1, 1e-2): 0.3}
+    runs = pd.DataFrame([{**c.to_dict(), "val_score": val[c.family, c.depth, c.lr] + 0.01 * c.seed,
+                          "test_score": 1.0 - val[c.family, c.depth, c.lr]} for c in configs])
+    got = protocol.tuned(runs)
+    chosen = got.groupby(["family", "depth"])["lr"].agg(set).to_dict()
+    assert chosen == {("cnn", 1): {1e-2}, ("cnn", 8): {1e-3}, ("lstm", 1): {1e-3}}   # a tie: the first rate
+    assert len(got) == 3 * 2                                                        # every seed of the chosen rate
+    one_rate = runs[runs["lr"] == 1e-3]
+    assert protocol.tuned(one_rate).equals(one_rate)                                 # nothing to choose

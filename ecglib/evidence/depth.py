@@ -18,12 +18,15 @@ from ..verdicts import MIN_RUNS, Judgement, all_of, combine, judge, margin, not_
 from . import DATASETS, keys, recipe
 
 
-def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths, seeds) -> list:
-    """The depth sweep on one database: every conv family at conv_depths, every recurrent one at rnn_depths.
+def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths, seeds, lrs=None) -> list:
+    """The depth sweep on one database: every conv family at conv_depths, every recurrent one at rnn_depths,
+    each at every learning rate of `lrs` (None: the base's), so that protocol.tuned can pick the rate per family
+    and depth on validation data: a deep stack often wants another rate than a shallow one.
     Defined once: the depth, overfitting and features chapters read the same stored runs from it."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    return (experiments.sweep(base, family=list(conv_families), depth=list(conv_depths), seed=seeds)
-            + experiments.sweep(base, family=list(rnn_families), depth=list(rnn_depths), seed=seeds))
+    grid = {"lr": list(lrs)} if lrs else {}
+    return (experiments.sweep(base, family=list(conv_families), depth=list(conv_depths), **grid, seed=seeds)
+            + experiments.sweep(base, family=list(rnn_families), depth=list(rnn_depths), **grid, seed=seeds))
 
 
 # ---- gradient across depth and time: one matrix per run (diagnostics.state_gradients, the grad_states probe) ----
@@ -246,12 +249,14 @@ def describe(base: dict, what: str) -> str:
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset, family and depth: test/train scores with their intervals, and how many runs diverged.
+    """Per dataset, family and depth: the learning rate (the one validation chose, when `df` is protocol.tuned),
+    test/train scores with their intervals, and how many runs diverged.
     A configuration whose runs all diverged keeps its row, with "no finished run" for its scores."""
     rows = []
     for (dataset, family, depth), g in df.groupby(["dataset", "family", "depth"]):
         cell = lambda m: fmt_ci(*stats.ci(g[m], m)) if g[m].notna().any() else "no finished run"
         rows.append({"dataset": dataset, "family": family, "depth": depth, "params": int(g["n_params"].iloc[0]),
+                     "lr": ", ".join(f"{v:g}" for v in sorted(g["lr"].unique())),
                      "test macro-F1": cell("test_macro_f1"), "train loss": cell("train_loss"),
                      "train macro-F1": cell("train_macro_f1"),
                      "runs": len(g), "diverged": int((g["status"] == "diverged").sum())})
@@ -338,14 +343,14 @@ def check_params(conv_depths, rnn_depths, compare_depths, conv_families, rnn_fam
                          f"and rnn_families {rnn_families} needs 'lstm'")
 
 
-def matched_sweep(base: dict, families, depths, reference, seeds) -> tuple[list, int, dict]:
+def matched_sweep(base: dict, families, depths, reference, seeds, lrs=None) -> tuple[list, int, dict]:
     """Every (family, depth) at the width that gives it the parameter count of `reference` = [family, depth] at the
-    base width (so the reference's own run is shared with the depth sweep): configs, target, widths."""
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    base width (so the reference's own run is shared with the depth sweep), at every learning rate of `lrs`:
+    configs, target, widths."""
     target = models.build_model(reference[0], reference[1], width=base["width"], n_classes=5).n_params
     width = {(f, d): models.width_for_params(f, d, target, n_classes=5) for f in families for d in depths}
-    configs = [experiments.RunConfig(**{**base, "family": f, "depth": d, "width": width[f, d], "seed": s})
-               for f in families for d in depths for s in seeds]
+    configs = [c for f in families for d in depths
+               for c in depth_sweep({**base, "width": width[f, d]}, [f], [], [d], [], seeds, lrs)]
     return configs, target, width
 
 
@@ -548,11 +553,7 @@ def lag_sweep(base: dict, lags, depths, fixed_lag: int, lrs, seeds) -> list:
 
 def lag_tuned(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (depth, lag), the runs of the learning rate with the best mean validation score (validation only)."""
-    keep = []
-    for _, g in runs.groupby(["depth", "lag"]):
-        score = g.groupby("lr")["val_score"].mean()
-        keep.append(g[g["lr"] == (score.idxmax() if score.notna().any() else g["lr"].iloc[0])])
-    return pd.concat(keep) if keep else runs
+    return protocol.tuned(runs)
 
 
 def lag_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -612,11 +613,11 @@ def fig_lag(runs: pd.DataFrame, fixed_lag: int):
 
 # ---- families built alike: normalisation as an ablation ----
 
-def norm_sweep(base: dict, conv_depths, rnn_depths, seeds) -> list:
-    """The plain CNN without batch norm and the LSTM with LayerNorm between layers, at the depth sweep's depths."""
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    return (experiments.sweep({**base, "family": "cnn", "norm": "none"}, depth=list(conv_depths), seed=seeds)
-            + experiments.sweep({**base, "family": "lstm", "norm": "layer"}, depth=list(rnn_depths), seed=seeds))
+def norm_sweep(base: dict, conv_depths, rnn_depths, seeds, lrs=None) -> list:
+    """The plain CNN without batch norm and the LSTM with LayerNorm between layers, at the depth sweep's depths
+    and learning rates (protocol.tuned picks one per point, as for the families' own normalisation)."""
+    return (depth_sweep({**base, "norm": "none"}, ["cnn"], [], conv_depths, [], seeds, lrs)
+            + depth_sweep({**base, "norm": "layer"}, [], ["lstm"], [], rnn_depths, seeds, lrs))
 
 
 def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
