@@ -102,3 +102,16 @@ def test_recipe_text_is_read_from_the_config():
                                             "without a better validation macro-F1 over N, S, V, F")
     text = recipe({"dataset": "cinc2017", "schedule": "onecycle", "patience": None, "lr": 1e-2})
     assert text == "AdamW at 0.01 with a one-cycle schedule, no early stopping"
+
+
+def test_each_family_is_selected_at_its_own_depth_and_a_missing_one_fails_before_training(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ev.protocol, "select", lambda base, family, depth, **kw: seen.append((family, depth)))
+    ev.select_all({"mitdb": {"dataset": "mitdb"}}, ["cnn", "lstm"], {"cnn": 8, "lstm": 2}, [0])
+    assert seen == [("cnn", 8), ("lstm", 2)]
+    ev.select_all({"mitdb": {"dataset": "mitdb"}}, ["cnn"], 3, [0])
+    assert seen[-1] == ("cnn", 3)
+    seen.clear()
+    with pytest.raises(ValueError, match="no depth for family 'gru'"):
+        ev.select_all({"mitdb": {"dataset": "mitdb"}}, ["cnn", "gru"], {"cnn": 8}, [0])
+    assert seen == []

@@ -41,11 +41,22 @@ def task_of(config: dict) -> str:
     return config["dataset"]
 
 
-def select_all(bases: dict[str, dict], families, depth: int, seeds, executor="local", fresh=False,
+def depth_of(depths: int | dict, family: str) -> int:
+    """A family's depth: one int for every family, or family -> depth (each family at the depth it is used at)."""
+    if isinstance(depths, int):
+        return depths
+    if family not in depths:
+        raise ValueError(f"depths {depths} has no depth for family {family!r}: add it")
+    return int(depths[family])
+
+
+def select_all(bases: dict[str, dict], families, depths: int | dict, seeds, executor="local", fresh=False,
                progress=True) -> dict[tuple[str, str], protocol.Selection]:
-    """protocol.select for every task in `bases` (task -> base run config) and family."""
-    return {(task, family): protocol.select(base, family, depth, seeds=list(seeds), executor=executor, fresh=fresh,
-                                            progress=progress)
+    """protocol.select for every task in `bases` (task -> base run config) and family, at depth_of(depths, family).
+    The depths are checked for every family before anything trains."""
+    at = {family: depth_of(depths, family) for family in families}
+    return {(task, family): protocol.select(base, family, at[family], seeds=list(seeds), executor=executor,
+                                            fresh=fresh, progress=progress)
             for task, base in bases.items() for family in families}
 
 
@@ -113,12 +124,15 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 def describe(profile: str, mitdb_base: dict, cinc_base: dict, selection_seeds, seeds: int) -> str:
     """The sizes this execution of the chapter ran with, in words."""
     cap = mitdb_base.get("cap_per_class")
+    budget = lambda base: ", ".join(str(base.get(k, experiments.RunConfig.__dataclass_fields__[k].default))
+                                    for k in ("epochs", "patience", "batch_size"))
     return (f"Profile **{profile}**. MIT-BIH beats at {mitdb_base['fs']:g} Hz"
             f"{' with RR-interval channels' if mitdb_base.get('rr') else ''}, all of DS1 but its validation fold"
             f"{f', at most {cap} training beats per class (the N beats are subsampled, seeded)' if cap else ''}; "
             f"CinC 2017 at {cinc_base['fs']:g} Hz, {cinc_base['crop_s']:g} s crops, "
-            f"{cinc_base.get('train_fraction', 1.0):.0%} of the training records. Budget {mitdb_base['epochs']} "
-            f"epochs, patience {mitdb_base.get('patience')}. Selection seeds {list(selection_seeds)}; "
+            f"{cinc_base.get('train_fraction', 1.0):.0%} of the training records. Budget (epochs, patience, batch "
+            f"size): MIT-BIH {budget(mitdb_base)}; CinC {budget(cinc_base)}. "
+            f"Selection seeds {list(selection_seeds)}; "
             f"final runs: seeds 0-{seeds - 1}.")
 
 
