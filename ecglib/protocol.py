@@ -139,6 +139,32 @@ def tuned(runs: pd.DataFrame, field: str = "lr") -> pd.DataFrame:
     return pd.concat(keep)
 
 
+def tune_lr(sweeps: dict[str, list], lrs, selection_seeds, executor: str = "local", fresh: bool = False,
+            progress: bool = True) -> tuple[dict[str, list], pd.DataFrame]:
+    """The learning rate chosen per point of a sweep, as `select` chooses it for one family, at a fraction of the cost
+    of training every seed at every rate. A point is a config apart from its lr and seed. Every point of every sweep
+    is trained at each of `lrs` with the selection seeds; the rate with the best mean validation score (tuned) is
+    kept, and each sweep comes back with all its configs at their point's rate, so the selection runs are reused
+    as final runs and only the further seeds train at the chosen rate. Also returns the selection runs."""
+    if not lrs:
+        return sweeps, pd.DataFrame()
+    point = lambda c: ex.RunConfig(**{**c.to_dict(), "lr": lrs[0], "seed": 0}).key
+    points = {}
+    for cs in sweeps.values():
+        for c in cs:
+            points.setdefault(point(c), c)
+    candidates = [ex.RunConfig(**{**c.to_dict(), "lr": lr, "seed": s})
+                  for c in points.values() for lr in lrs for s in selection_seeds]
+    runs = ex.run_sweep(candidates, executor=executor, fresh=fresh, progress=progress)
+    runs = runs.assign(point=runs["key"].map({c.key: point(c) for c in candidates}))
+    chosen = {}
+    for p in points:   # ties and all-NaN points go to the first rate of lrs, as in select
+        means = runs[runs["point"] == p].groupby("lr")[SELECT_BY].mean().reindex(list(lrs))
+        chosen[p] = lrs[_best(pd.DataFrame({"mean": means.to_numpy()}))]
+    return ({name: [ex.RunConfig(**{**c.to_dict(), "lr": chosen[point(c)]}) for c in cs] for name, cs in sweeps.items()},
+            runs)
+
+
 def is_usable(runs: pd.DataFrame) -> pd.Series:
     """True for the runs a verdict may read: finished without diverging, converged, and not collapsed. A table
     without one of these columns (a constructed one) is not judged on it."""

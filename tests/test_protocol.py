@@ -112,12 +112,10 @@ def test_a_selection_whose_chosen_runs_all_collapsed_has_failed(monkeypatch, sto
 
 
 def test_tuned_keeps_each_points_best_learning_rate_on_validation_only():
-    """A depth sweep over a learning-rate grid is read at the rate with the best mean validation score, chosen
-    separately for every family and depth; test scores never enter the choice."""
-    from ecglib.evidence import depth as depth_ev
-
-    configs = depth_ev.depth_sweep({"dataset": "mitdb"}, ["cnn"], ["lstm"], [1, 8], [1], 2, lrs=[1e-3, 1e-2])
-    assert len(configs) == 3 * 2 * 2
+    """A table that holds every seed at every learning rate is read at the rate with the best mean validation
+    score, chosen separately for every family and depth; test scores never enter the choice."""
+    configs = ex.sweep({"dataset": "mitdb"}, family=["cnn"], depth=[1, 8], lr=[1e-3, 1e-2], seed=[0, 1]) \
+        + ex.sweep({"dataset": "mitdb", "family": "lstm"}, depth=[1], lr=[1e-3, 1e-2], seed=[0, 1])
     val = {("cnn", 1, 1e-3): 0.5, ("cnn", 1, 1e-2): 0.6, ("cnn", 8, 1e-3): 0.7, ("cnn", 8, 1e-2): 0.4,
            ("lstm", 1, 1e-3): 0.3, ("lstm", 1, 1e-2): 0.3}
     runs = pd.DataFrame([{**c.to_dict(), "val_score": val[c.family, c.depth, c.lr] + 0.01 * c.seed,
@@ -128,3 +126,33 @@ def test_tuned_keeps_each_points_best_learning_rate_on_validation_only():
     assert len(got) == 3 * 2                                                        # every seed of the chosen rate
     one_rate = runs[runs["lr"] == 1e-3]
     assert protocol.tuned(one_rate).equals(one_rate)                                 # nothing to choose
+
+
+def test_tune_lr_selects_per_point_with_the_selection_seeds_and_reuses_them(monkeypatch):
+    """Each point (here family x depth, in two sweeps that share one point) is trained at every rate with the
+    selection seeds only; every config of every sweep comes back at its point's best rate on validation."""
+    from ecglib.evidence import depth as depth_ev
+
+    val = {("cnn", 1, 1e-3): 0.5, ("cnn", 1, 1e-2): 0.6, ("cnn", 8, 1e-3): 0.7, ("cnn", 8, 1e-2): 0.4,
+           ("lstm", 1, 1e-3): 0.3, ("lstm", 1, 1e-2): 0.3}
+    trained = []
+
+    def run_sweep(configs, **kw):
+        trained.extend(configs)
+        return fake_runs(configs, lambda d: val[d["family"], d["depth"], d["lr"]] + 0.01 * d["seed"],
+                         lambda d: 1 - val[d["family"], d["depth"], d["lr"]]).drop(columns="test_score")
+
+    monkeypatch.setattr(ex, "run_sweep", run_sweep)
+    base = {"dataset": "mitdb"}
+    sweeps = {"a": depth_ev.depth_sweep(base, ["cnn"], ["lstm"], [1, 8], [1], 5),
+              "b": depth_ev.depth_sweep(base, ["cnn"], [], [8], [], 2)}
+    tuned, runs = protocol.tune_lr(sweeps, [1e-3, 1e-2], [0, 1])
+    assert len(trained) == 3 * 2 * 2 and {c.seed for c in trained} == {0, 1}   # points x rates x selection seeds
+    assert len(runs) == len(trained)
+    lr = lambda cs: {(c.family, c.depth): c.lr for c in cs}
+    assert lr(tuned["a"]) == {("cnn", 1): 1e-2, ("cnn", 8): 1e-3, ("lstm", 1): 1e-3}   # a tie: the first rate
+    assert lr(tuned["b"]) == {("cnn", 8): 1e-3} and len(tuned["a"]) == 15 and len(tuned["b"]) == 2
+    assert [c.seed for c in tuned["a"]] == [c.seed for c in sweeps["a"]]
+    # the selection runs of the chosen rate are final runs: same keys
+    assert {c.key for c in tuned["a"] if c.seed < 2} <= {c.key for c in trained}
+    assert protocol.tune_lr(sweeps, [], [0])[0] is sweeps                          # no grid: nothing to choose

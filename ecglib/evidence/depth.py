@@ -18,15 +18,13 @@ from ..verdicts import MIN_RUNS, Judgement, all_of, combine, judge, margin, not_
 from . import DATASETS, keys, recipe
 
 
-def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths, seeds, lrs=None) -> list:
-    """The depth sweep on one database: every conv family at conv_depths, every recurrent one at rnn_depths,
-    each at every learning rate of `lrs` (None: the base's), so that protocol.tuned can pick the rate per family
-    and depth on validation data: a deep stack often wants another rate than a shallow one.
-    Defined once: the depth, overfitting and features chapters read the same stored runs from it."""
+def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths, seeds) -> list:
+    """The depth sweep on one database: every conv family at conv_depths, every recurrent one at rnn_depths.
+    Defined once: the depth, overfitting and features chapters read the same stored runs from it, each at the
+    learning rate protocol.tune_lr chose for its family and depth."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    grid = {"lr": list(lrs)} if lrs else {}
-    return (experiments.sweep(base, family=list(conv_families), depth=list(conv_depths), **grid, seed=seeds)
-            + experiments.sweep(base, family=list(rnn_families), depth=list(rnn_depths), **grid, seed=seeds))
+    return (experiments.sweep(base, family=list(conv_families), depth=list(conv_depths), seed=seeds)
+            + experiments.sweep(base, family=list(rnn_families), depth=list(rnn_depths), seed=seeds))
 
 
 # ---- gradient across depth and time: one matrix per run (diagnostics.state_gradients, the grad_states probe) ----
@@ -343,14 +341,13 @@ def check_params(conv_depths, rnn_depths, compare_depths, conv_families, rnn_fam
                          f"and rnn_families {rnn_families} needs 'lstm'")
 
 
-def matched_sweep(base: dict, families, depths, reference, seeds, lrs=None) -> tuple[list, int, dict]:
+def matched_sweep(base: dict, families, depths, reference, seeds) -> tuple[list, int, dict]:
     """Every (family, depth) at the width that gives it the parameter count of `reference` = [family, depth] at the
-    base width (so the reference's own run is shared with the depth sweep), at every learning rate of `lrs`:
-    configs, target, widths."""
+    base width (so the reference's own run is shared with the depth sweep): configs, target, widths."""
     target = models.build_model(reference[0], reference[1], width=base["width"], n_classes=5).n_params
     width = {(f, d): models.width_for_params(f, d, target, n_classes=5) for f in families for d in depths}
     configs = [c for f in families for d in depths
-               for c in depth_sweep({**base, "width": width[f, d]}, [f], [], [d], [], seeds, lrs)]
+               for c in depth_sweep({**base, "width": width[f, d]}, [f], [], [d], [], seeds)]
     return configs, target, width
 
 
@@ -613,11 +610,10 @@ def fig_lag(runs: pd.DataFrame, fixed_lag: int):
 
 # ---- families built alike: normalisation as an ablation ----
 
-def norm_sweep(base: dict, conv_depths, rnn_depths, seeds, lrs=None) -> list:
-    """The plain CNN without batch norm and the LSTM with LayerNorm between layers, at the depth sweep's depths
-    and learning rates (protocol.tuned picks one per point, as for the families' own normalisation)."""
-    return (depth_sweep({**base, "norm": "none"}, ["cnn"], [], conv_depths, [], seeds, lrs)
-            + depth_sweep({**base, "norm": "layer"}, [], ["lstm"], [], rnn_depths, seeds, lrs))
+def norm_sweep(base: dict, conv_depths, rnn_depths, seeds) -> list:
+    """The plain CNN without batch norm and the LSTM with LayerNorm between layers, at the depth sweep's depths."""
+    return (depth_sweep({**base, "norm": "none"}, ["cnn"], [], conv_depths, [], seeds)
+            + depth_sweep({**base, "norm": "layer"}, [], ["lstm"], [], rnn_depths, seeds))
 
 
 def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
