@@ -32,7 +32,7 @@ def table(spec, datasets=("mitdb", "cinc2017"), seeds=SEEDS, noise=0.005):
 
 
 def good(f1, loss=0.5):
-    return {"test_macro_f1": f1, "val_macro_f1": f1, "train_macro_f1": f1 + 0.05, "train_loss": loss}
+    return {"test_score": f1, "val_score": f1, "train_score": f1 + 0.05, "train_loss": loss}
 
 
 def test_depth_sweep_is_one_definition_shared_by_chapters():
@@ -61,9 +61,9 @@ def test_every_run_of_a_family_diverged_breaks_nothing():
     v, best = ev.c4(runs, ["cnn"], ["lstm"])
     assert v.verdict == "inconclusive" and "no finished run" in v.summary
     t = ev.sweep_table(pd.concat(runs.values()))
-    assert (t[t["family"] == "lstm"]["test macro-F1"] == "no finished run").all()
+    assert (t[t["family"] == "lstm"]["test score"] == "no finished run").all()
     assert (t[t["family"] == "lstm"]["diverged"] == len(SEEDS)).all()
-    assert ev.fig_depth_panels(runs, "test_macro_f1", "f1", "t") is not None
+    assert ev.fig_depth_panels(runs, "test_score", "f1", "t") is not None
 
 
 def test_c1_supported_when_lstm_fits_worse_and_its_gradients_vanish():

@@ -67,9 +67,9 @@ def gradient_table(runs: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame
 # ---- depth choices ----
 
 def sufficient_depth(df: pd.DataFrame, family: str) -> float:
-    """Smallest depth whose mean validation macro-F1 reaches the lower CI bound of the best depth's;
-    NaN when the family has no finished run (every run diverged)."""
-    s = stats.summarise(df[df["family"] == family], "depth", "val_macro_f1").dropna(subset=["mean"])
+    """Smallest depth whose mean validation score reaches the lower CI bound of the best depth's (a t interval:
+    a decision from three seeds); NaN when the family has no finished run (every run diverged)."""
+    s = stats.summarise(df[df["family"] == family], "depth", "val_score", bounded=False).dropna(subset=["mean"])
     if s.empty:
         return math.nan
     best = s.loc[s["mean"].idxmax()]
@@ -78,8 +78,8 @@ def sufficient_depth(df: pd.DataFrame, family: str) -> float:
 
 
 def best_config(df: pd.DataFrame, families) -> tuple[str, int] | None:
-    """(family, depth) with the highest mean validation macro-F1 among `families`; None if no run finished."""
-    s = stats.summarise(df[df["family"].isin(families)], ["family", "depth"], "val_macro_f1").dropna(subset=["mean"])
+    """(family, depth) with the highest mean validation score among `families`; None if no run finished."""
+    s = stats.summarise(df[df["family"].isin(families)], ["family", "depth"], "val_score").dropna(subset=["mean"])
     if s.empty:
         return None
     best = s.loc[s["mean"].idxmax()]
@@ -95,14 +95,16 @@ def depth_effect(df: pd.DataFrame, family: str, metric: str, shallow: int, deep:
 
 
 def best_pair(df: pd.DataFrame, conv_families, rnn_families) -> dict:
-    """The best recurrent and best conv configuration (chosen on validation) and their paired test difference."""
+    """The best recurrent and best conv configuration (chosen on validation among usable runs) and their paired
+    test-score difference."""
+    df = protocol.usable(df)
     conv, rnn = best_config(df, conv_families), best_config(df, rnn_families)
     nan = pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
     if conv is None or rnn is None:
         return {"conv": conv, "rnn": rnn, "diff": nan}
     pick = lambda fd: df[(df["family"] == fd[0]) & (df["depth"] == fd[1])]
     pair = pd.concat([pick(rnn).assign(side="rnn"), pick(conv).assign(side="conv")])
-    return {"conv": conv, "rnn": rnn, "diff": stats.paired_diff(pair, "side", "test_macro_f1", "rnn", "conv").iloc[0]}
+    return {"conv": conv, "rnn": rnn, "diff": stats.paired_diff(pair, "side", "test_score", "rnn", "conv").iloc[0]}
 
 
 def label(fd) -> str:
@@ -152,7 +154,7 @@ def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: i
 
 def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verdict, dict]:
     """Recurrent families need less depth (smallest sufficient depth smaller) and the best recurrent model is
-    not worse than the best CNN (non-inferiority on test macro-F1)."""
+    not worse than the best CNN (non-inferiority on the test score)."""
     per, best = {}, {}
     for name, df in runs.items():
         df = protocol.usable(df)
@@ -172,16 +174,16 @@ def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verd
             less = Judgement("refuted", f"smallest sufficient depth {d_rnn:g} (recurrent) >= {d_conv:g} (conv)")
         d = b["diff"]
         per[DATASETS[name]] = all_of({
-            "not worse": not_worse(d["mean"], d["low"], d["high"], int(d["n"]), margin("C4", "test_macro_f1"),
-                                   what="test macro-F1, best recurrent - best conv"),
+            "not worse": not_worse(d["mean"], d["low"], d["high"], int(d["n"]), margin("C4", "test_score"),
+                                   what="test score, best recurrent - best conv"),
             "less depth": less})
     j = combine(per)
     summary = " ".join(
         f"{DATASETS[n]}: smallest sufficient depth {b['d_rnn']:g} (recurrent) vs {b['d_conv']:g} (conv); best "
-        f"recurrent {label(b['rnn'])} minus best CNN {label(b['conv'])}, test macro-F1 {_ci(b['diff'])} "
+        f"recurrent {label(b['rnn'])} minus best CNN {label(b['conv'])}, test score {_ci(b['diff'])} "
         f"({per[DATASETS[n]].verdict})." for n, b in best.items())
     v = Verdict.of(j, claim="C4", chapter="depth", summary=summary, figure="fig-depth-f1", runs=keys(*runs.values()),
-                   effect=f"{next(iter(per))} test macro-F1, best recurrent minus best convolutional model")
+                   effect=f"{next(iter(per))} test score, best recurrent minus best convolutional model")
     return v, best
 
 
@@ -255,8 +257,8 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
         cell = lambda m: fmt_ci(*stats.ci(g[m], m)) if g[m].notna().any() else "no finished run"
         rows.append({"dataset": dataset, "family": family, "depth": depth, "params": int(g["n_params"].iloc[0]),
                      "lr": ", ".join(f"{v:g}" for v in sorted(g["lr"].unique())),
-                     "test macro-F1": cell("test_macro_f1"), "train loss": cell("train_loss"),
-                     "train macro-F1": cell("train_macro_f1"),
+                     "test score": cell("test_score"), "train loss": cell("train_loss"),
+                     "train score": cell("train_score"),
                      "runs": len(g), "diverged": int((g["status"] == "diverged").sum())})
     return pd.DataFrame(rows)
 
@@ -360,12 +362,12 @@ def matched_table(m: pd.DataFrame, width: dict) -> pd.DataFrame:
 
 
 def fig_matched(m: pd.DataFrame):
-    """Parameter-matched sweep: test macro-F1 and training loss versus depth (fig-depth-matched)."""
+    """Parameter-matched sweep: test score and training loss versus depth (fig-depth-matched)."""
     import matplotlib.pyplot as plt
 
     from .. import plots
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
-    for ax, (metric, ylabel) in zip(axes, [("test_macro_f1", "test macro-F1"), ("train_loss", "training loss")]):
+    for ax, (metric, ylabel) in zip(axes, [("test_score", "test score"), ("train_loss", "training loss")]):
         plots.ci_lines(ax, stats.summarise(m, ["family", "depth"], metric), "depth", logx=True)
         ax.set(xlabel="depth (stacked layers)", ylabel=ylabel, title=f"{ylabel}, parameters fixed")
     axes[0].legend(loc="best", fontsize=9)
@@ -514,12 +516,12 @@ def cost_text(speed: pd.DataFrame, depth: int, batch: int) -> str:
 
 def literature_table(runs: dict[str, pd.DataFrame], best: dict, shallow: int, deep: int) -> pd.DataFrame:
     """Our depth effects beside the published ones they echo."""
-    eff = lambda name, family, metric="test_macro_f1": _ci(depth_effect(runs[name], family, metric, shallow, deep))
+    eff = lambda name, family, metric="test_score": _ci(depth_effect(runs[name], family, metric, shallow, deep))
     pair = lambda name: f"{label(best[name]['rnn'])} minus {label(best[name]['conv'])}: {_ci(best[name]['diff'])}"
     return pd.DataFrame([
         {"source": "Wu et al. 2016 (GNMT), translation",
          "published": "stacked LSTM works up to 4 layers, barely 6, very poorly beyond 8; residual connections needed",
-         "ours (MIT-BIH)": f"LSTM test macro-F1, depth {deep} minus {shallow}: {eff('mitdb', 'lstm')}",
+         "ours (MIT-BIH)": f"LSTM test score, depth {deep} minus {shallow}: {eff('mitdb', 'lstm')}",
          "ours (CinC)": f"same: {eff('cinc2017', 'lstm')}"},
         {"source": "Kim et al. 2017 (residual LSTM), speech",
          "published": "10-layer plain LSTM 13.7% higher WER than 3-layer; 10-layer residual LSTM best",
@@ -531,7 +533,7 @@ def literature_table(runs: dict[str, pd.DataFrame], best: dict, shallow: int, de
          "ours (CinC)": f"same: {eff('cinc2017', 'cnn', 'train_loss')}"},
         {"source": "Strodthoff et al. 2021 (PTB-XL), macro-AUC",
          "published": "2-layer LSTM .907 vs xresnet1d101 .925 (all); .953 vs .957 (rhythm); .851 vs .896 (form)",
-         "ours (MIT-BIH)": f"best recurrent minus best CNN, test macro-F1: {pair('mitdb')}",
+         "ours (MIT-BIH)": f"best recurrent minus best CNN, test score: {pair('mitdb')}",
          "ours (CinC)": pair("cinc2017")},
     ])
 
@@ -617,7 +619,7 @@ def norm_sweep(base: dict, conv_depths, rnn_depths, seeds) -> list:
 
 
 def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
-    """Per family and normalisation (usable runs): training loss and test macro-F1 at the deep end, and their
+    """Per family and normalisation (usable runs): training loss and test score at the deep end, and their
     change from `shallow` to `deep` paired by seed; the families' own normalisation beside the ablation."""
     u = protocol.usable(runs).assign(norm=lambda d: d["norm"].fillna("own"))
     rows = []
@@ -625,7 +627,7 @@ def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
     for (family, norm), g in groups:
         row = {"family": FAMILY_LABELS[family], "normalisation": {"own": "the family's own", "none": "no batch norm",
                                                                   "layer": "LayerNorm between layers"}[norm]}
-        for metric, what in (("train_loss", "training loss"), ("test_macro_f1", "test macro-F1")):
+        for metric, what in (("train_loss", "training loss"), ("test_score", "test score")):
             at = g[g["depth"] == deep][metric]
             row[f"{what}, depth {deep}"] = fmt_ci(*stats.ci(at, metric)) if len(at) else "no usable run"
             row[f"{what}, {deep} - {shallow}"] = fmt_ci(*_est(_per_seed(g, family, metric, shallow, deep))[:3])

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from .. import experiments, models, stats, synthetic
+from ..protocol import usable
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_COLORS, FAMILY_LABELS
 from ..verdicts import Judgement, all_of, combine, judge, margin, not_worse
@@ -397,7 +398,7 @@ def c10(per_layer: pd.DataFrame, width: int = 32) -> Verdict:
 
 
 N_CLASSES = {"synthetic": 2, "mitdb": 5}
-METRIC = {"synthetic": "test_acc", "mitdb": "test_macro_f1"}
+METRIC = {"synthetic": "test_acc", "mitdb": "test_score"}
 
 
 def gate_sweeps(bases: dict[str, dict], conv_depth: int, rnn_depths: dict[str, int], seeds) -> dict[str, list]:
@@ -440,24 +441,24 @@ def fig_gates(gates: pd.DataFrame):
     ax.scatter(gates["mean"], y, c=colors, s=60, zorder=3)
     ax.axvline(0, color="0.5", lw=1)
     ax.set_yticks(y, labels, fontsize=9)
-    ax.set(xlabel="gated minus ungated (accuracy or macro-F1)", title="What gates buy at matched parameters")
+    ax.set(xlabel="gated minus ungated (test accuracy; MIT-BIH: test score)", title="What gates buy at matched parameters")
     return fig
 
 
 # ---- 4. real ECG ----
 
 def fig_real(real_runs: dict[str, pd.DataFrame]):
-    """Test macro-F1 versus depth for the plain CNN and the LSTM, one panel per dataset."""
-    return depth_ev.fig_depth_panels(real_runs, "test_macro_f1", "test macro-F1", "Test score versus depth")
+    """Test score versus depth for the plain CNN and the LSTM, one panel per dataset."""
+    return depth_ev.fig_depth_panels(real_runs, "test_score", "test score", "Test score versus depth")
 
 
 def c4_table(real_runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per dataset: the best CNN and LSTM depths (validation), best LSTM - best CNN and best CNN - one-layer CNN
-    (test macro-F1, paired by seed)."""
+    (test score, paired by seed; usable runs only)."""
     rows = []
     for name, runs in real_runs.items():
         b = depth_ev.best_pair(runs, ["cnn"], ["lstm"])
-        gain = (depth_ev.depth_effect(runs, "cnn", "test_macro_f1", 1, b["conv"][1]) if b["conv"]
+        gain = (depth_ev.depth_effect(usable(runs), "cnn", "test_score", 1, b["conv"][1]) if b["conv"]
                 else pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}))
         d = b["diff"]
         rows.append({"dataset": TASK_NAMES.get(name, name), "best CNN depth": b["conv"][1] if b["conv"] else None,
@@ -474,21 +475,21 @@ def c4(table: pd.DataFrame, real_runs: dict[str, pd.DataFrame], rr: pd.DataFrame
     """Per dataset all_of: the best LSTM is not worse than the best CNN (non-inferiority) and the CNN needs layers
     (best CNN minus one-layer CNN claimed above zero); datasets combined. With `rr` (rr_table), all_of that and
     the context part: the LSTM gains from RR-interval context on MIT-BIH (rr_judgement)."""
-    m = margin("C4", "test_macro_f1")
+    m = margin("C4", "test_score")
     per = {r["dataset"]: all_of({
         "not worse": not_worse(r["LSTM - CNN"], r["LSTM - CNN low"], r["LSTM - CNN high"], r["pairs"], m,
-                               what="test macro-F1, best LSTM - best CNN"),
+                               what="test score, best LSTM - best CNN"),
         "CNN needs layers": judge(r["CNN gain from depth"], r["gain low"], r["gain high"], r["gain pairs"], m,
-                                  what="test macro-F1, best CNN - 1-layer CNN")}) for _, r in table.iterrows()}
+                                  what="test score, best CNN - 1-layer CNN")}) for _, r in table.iterrows()}
     j = combine(per)
     if rr is not None:
         j = all_of({"depth": j, "temporal context": rr_judgement(rr)})
     extra = [rr_runs] if rr_runs is not None and len(rr_runs) else []
     return Verdict.of(j, claim="C4", chapter="features", figure="fig-features-c4",
                       runs=keys(*real_runs.values(), *extra),
-                      effect=f"test macro-F1, best LSTM minus best CNN ({table['dataset'].iloc[0]})",
+                      effect=f"test score, best LSTM minus best CNN ({table['dataset'].iloc[0]})",
                       summary=" ".join(c4_text(r) + f" ({per[r['dataset']].verdict})." for _, r in table.iterrows())
-                      + ("" if rr is None else " With RR-interval context minus without, MIT-BIH test macro-F1: "
+                      + ("" if rr is None else " With RR-interval context minus without, MIT-BIH test score: "
                          + "; ".join(f"{FAMILY_LABELS[r.family]} {fmt_ci(r.mean, r.low, r.high)}"
                                      for r in rr.itertuples()) + "."))
 
@@ -496,7 +497,7 @@ def c4(table: pd.DataFrame, real_runs: dict[str, pd.DataFrame], rr: pd.DataFrame
 def c4_text(r) -> str:
     return (f"{r['dataset']}: the best LSTM ({r['best LSTM depth']} layer(s)) minus the best CNN "
             f"({r['best CNN depth']} layers): {fmt_ci(r['LSTM - CNN'], r['LSTM - CNN low'], r['LSTM - CNN high'])} "
-            f"test macro-F1; the best CNN minus the one-layer CNN: "
+            f"test score; the best CNN minus the one-layer CNN: "
             f"{fmt_ci(r['CNN gain from depth'], r['gain low'], r['gain high'])}")
 
 
@@ -721,9 +722,18 @@ def c13(pairs: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
 
 
 def c11_layers(need: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
-    """Gates save layers: the plain CNN's depth needed minus the gated CNN's, paired by seed (claimed above zero)."""
+    """Gates save layers: the plain CNN's depth needed minus the gated CNN's, paired by seed (claimed above zero).
+    A seed where neither CNN reached the target says nothing about the difference (both values are the same lower
+    bound): it is left out, and with no seed left the verdict is inconclusive, never a difference of zero."""
+    both = need[need.family.isin(["cnn", "glucnn"])].pivot_table(index="seed", columns="family", values="censored",
+                                                                 aggfunc="all")
+    blind = [s for s, r in both.iterrows() if r.get("cnn", False) and r.get("glucnn", False)] if len(both) else []
+    need = need[~need.seed.isin(blind)]
     mean, low, high, n = paired(need, "depth", {"family": "cnn"}, {"family": "glucnn"})
     j = judge(mean, low, high, n, margin("C11", "layers"), what="layers needed, plain CNN - gated CNN")
+    if blind and n == 0:
+        j = Judgement("inconclusive", f"neither CNN reached test accuracy {TARGET} at the depths tried "
+                                      f"({len(blind)} seed(s))", math.nan, math.nan, math.nan, j.margin, 0)
     cens = int(need.censored.sum())
     return Verdict.of(j, claim="C11", chapter="features", figure="fig-features-product", runs=keys(runs),
                       effect="layers needed to reach the target on the product task, plain CNN minus gated CNN",
@@ -740,13 +750,13 @@ def rr_sweep(base: dict, depths: dict[str, int], seeds) -> list:
 
 
 def rr_table(runs: pd.DataFrame, families=("cnn", "lstm")) -> pd.DataFrame:
-    """Per family: test macro-F1 with RR-interval context minus without, paired by seed (usable runs)."""
+    """Per family: test score with RR-interval context minus without, paired by seed (usable runs)."""
     from ..protocol import usable
     u = usable(runs)
     rows = []
     for f in families:
         g = u[u.family == f]
-        mean, low, high, n = paired(g, "test_macro_f1", {"rr": True}, {"rr": False})
+        mean, low, high, n = paired(g, "test_score", {"rr": True}, {"rr": False})
         rows.append({"family": f, "mean": mean, "low": low, "high": high, "n": n})
     return pd.DataFrame(rows)
 
@@ -754,5 +764,5 @@ def rr_table(runs: pd.DataFrame, families=("cnn", "lstm")) -> pd.DataFrame:
 def rr_judgement(table: pd.DataFrame) -> Judgement:
     """C4's context part: the recurrent model gains from temporal context (RR intervals), claimed above zero."""
     r = table.set_index("family").loc["lstm"]
-    return judge(r["mean"], r["low"], r["high"], int(r["n"]), margin("C4", "test_macro_f1"),
-                 what="test macro-F1, LSTM with RR context - without")
+    return judge(r["mean"], r["low"], r["high"], int(r["n"]), margin("C4", "test_score"),
+                 what="test score, LSTM with RR context - without")
