@@ -323,7 +323,8 @@ def load_splits(config: RunConfig) -> dict:
     Real-data splits use split seed 0 whatever the run's seed, so every seed is tested on the same
     records and seeds can be paired; the run's seed drives the model, the batches and subsampling.
     On MIT-BIH inter-patient, seed s validates on DS1 fold s mod N_FOLDS (and trains on the others):
-    across seeds, selection sees every DS1 patient, and runs of equal seed still share their split.
+    with N_FOLDS seeds selection validates on every DS1 patient (with 3 selection seeds, on folds 0-2 only), and
+    runs of equal seed still share their split.
     """
     from ecglib import data
 

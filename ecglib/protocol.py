@@ -84,11 +84,18 @@ def _candidate_scores(runs: pd.DataFrame, name: str, values: tuple) -> pd.DataFr
     rows = []
     for v in values:
         g = runs[runs[name] == v]
-        mean, low, high = mean_ci(g[SELECT_BY])
+        mean, low, high = mean_ci(_selection_score(g))
         rows.append({"value": v, "mean": mean, "low": low, "high": high, "n": int(g[SELECT_BY].notna().sum()),
                      "converged": int(g["converged"].sum()), "collapsed": int(g["collapsed"].sum()),
                      "diverged": int((g["status"] == "diverged").sum())})
     return pd.DataFrame(rows)
+
+
+def _selection_score(runs: pd.DataFrame) -> pd.Series:
+    """The validation score selection ranks by, with every run a verdict could not read (diverged, unconverged,
+    collapsed) scored 0: a candidate must train usable models to win, or it would be chosen and then leave its
+    family with nothing the verdicts may read."""
+    return runs[SELECT_BY].where(is_usable(runs), 0.0)
 
 
 def _best(scores: pd.DataFrame) -> int:
@@ -126,7 +133,7 @@ def select(base: dict, family: str, depth: int, seeds=(0, 1, 2), executor: str =
 def tuned(runs: pd.DataFrame, field: str = "lr") -> pd.DataFrame:
     """Per configuration point (every config column except `field` and the seed), the runs of the `field` value
     with the best mean validation score: a sweep that trains a grid of learning rates at every point reads only
-    the chosen one. Validation only, ties to the value met first; a point with no validation score keeps its first.
+    the chosen one. Validation only, ties to the smaller value; a point with no validation score keeps its first.
     A constructed table is grouped by the config columns it has."""
     if runs.empty or runs[field].nunique(dropna=False) < 2:
         return runs
@@ -134,7 +141,7 @@ def tuned(runs: pd.DataFrame, field: str = "lr") -> pd.DataFrame:
     point = pd.Series([repr(t) for t in runs[config].itertuples(index=False)], index=runs.index)
     keep = []
     for _, g in runs.groupby(point, sort=False):
-        score = g.groupby(field)[SELECT_BY].mean()
+        score = _selection_score(g).groupby(g[field]).mean()
         keep.append(g[g[field] == (score.idxmax() if score.notna().any() else g[field].iloc[0])])
     return pd.concat(keep)
 
@@ -159,7 +166,8 @@ def tune_lr(sweeps: dict[str, list], lrs, selection_seeds, executor: str = "loca
     runs = runs.assign(point=runs["key"].map({c.key: point(c) for c in candidates}))
     chosen = {}
     for p in points:   # ties and all-NaN points go to the first rate of lrs, as in select
-        means = runs[runs["point"] == p].groupby("lr")[SELECT_BY].mean().reindex(list(lrs))
+        at = runs[runs["point"] == p]
+        means = _selection_score(at).groupby(at["lr"]).mean().reindex(list(lrs))
         chosen[p] = lrs[_best(pd.DataFrame({"mean": means.to_numpy()}))]
     return ({name: [ex.RunConfig(**{**c.to_dict(), "lr": chosen[point(c)]}) for c in cs] for name, cs in sweeps.items()},
             runs)
@@ -185,7 +193,7 @@ def failed(runs: pd.DataFrame, by=("family", "depth"), tried: dict | None = None
     runs) and, where `tried` maps a group's family to its Selection.tried, what was tried."""
     by = list(by)
     rows = []
-    for key, g in runs.groupby(by, sort=True):
+    for key, g in runs.groupby(by, sort=True, dropna=False):
         if is_usable(g).any():
             continue
         key = key if isinstance(key, tuple) else (key,)

@@ -175,7 +175,7 @@ def paired_diff(df: pd.DataFrame, by: str, metric: str, a, b, within=(), pair: s
     if not within:
         return pd.DataFrame([[*back(mean_ci(diff["diff"], level)), len(diff)]], columns=["mean", "low", "high", "n"])
     rows = [(*(key if isinstance(key, tuple) else (key,)), *back(mean_ci(g["diff"], level)), len(g))
-            for key, g in diff.groupby(within, sort=True)]
+            for key, g in diff.groupby(within, sort=True, dropna=False)]
     return pd.DataFrame(rows, columns=within + ["mean", "low", "high", "n"])
 
 

@@ -51,6 +51,17 @@ def test_c3_c7_from_the_pattern_span_runs(acc, c3, c7):
     assert len(v7.runs) == len(runs) and v7.margin == 0.05
 
 
+def test_span_effects_drop_unfinished_runs_but_keep_runs_at_chance():
+    """A blind CNN at chance is the measurement (kept even when flagged collapsed); an LSTM run that did not
+    converge is a training failure (left out)."""
+    runs = span_runs({**cnns(), ("lstm", 1): 0.97}).assign(converged=True, collapsed=False)
+    runs.loc[(runs.family == "cnn") & (runs.depth == 1), "collapsed"] = True
+    runs.loc[(runs.family == "lstm") & (runs.seed == 0), ["converged", "test_acc"]] = [False, 0.0]
+    e = fe.span_effects(runs, NO_GENEROUS, 3)
+    assert e["blind"][3] == len(SEEDS) and e["lstm"][3] == len(SEEDS) - 1
+    assert e["lstm"][0] == pytest.approx(0.97 - 0.5, abs=0.03)
+
+
 def test_the_generous_budget_can_rescue_the_lstm():
     runs = span_runs({**cnns(), ("lstm", 1): 0.5, ("gru", 1): 0.5})
     generous = span_runs({("lstm", 1): 0.97})

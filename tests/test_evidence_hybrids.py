@@ -71,6 +71,23 @@ def test_c12_one_failing_part_refutes_the_claim(change, part):
     assert v.verdict == "refuted" and part in v.reason
 
 
+def test_c12_reads_accuracy_from_usable_runs_and_a_failed_lstm_is_a_finding():
+    """An LSTM that collapsed at every crop is never averaged in as a score: the hybrid that trained beats it as a
+    finding; a collapsed hybrid run is not the best model, and speed still reads every finished run."""
+    runs, records = store(**GOOD)
+    runs = runs.assign(converged=True, collapsed=runs["family"].eq("lstm"))
+    length = runs[runs["model"] != NAMES["shallow"]]
+    o = hy.order_effects(hy.permutation_drops(runs, records).query("crop_s == 20"), runs, NAMES)
+    best = hy.best_models(runs)
+    assert "lstm" not in best and best["convlstm"]["crop_s"] in (5, 20)
+    v = hy.c12(runs, hy.training_speedup(length, NAMES), o, best, NAMES, 16)
+    assert v.verdict == "supported" and "the LSTM failed to train at every crop" in v.reason, v.reason
+    assert NAMES["lstm"] not in o["drops"].index and NAMES["convlstm"] in o["drops"].index
+    # one collapsed hybrid seed drops out of the pair, the others still decide
+    runs.loc[(runs["family"] == "convlstm") & (runs["seed"] == 0), "collapsed"] = True
+    assert hy.best_models(runs)["convlstm"]["val_score"] == pytest.approx(0.7, abs=0.01)
+
+
 def test_sweeps_share_configs_and_check_the_pareto_crop():
     base = dict(dataset="cinc2017", fs=50, width=8, epochs=1)
     sw = hy.sweeps(base, FAMILIES, [5, 10], 10, [4, 16], [1, 2], 4, 2)

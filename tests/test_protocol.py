@@ -156,3 +156,16 @@ def test_tune_lr_selects_per_point_with_the_selection_seeds_and_reuses_them(monk
     # the selection runs of the chosen rate are final runs: same keys
     assert {c.key for c in tuned["a"] if c.seed < 2} <= {c.key for c in trained}
     assert protocol.tune_lr(sweeps, [], [0])[0] is sweeps                          # no grid: nothing to choose
+
+
+def test_selection_never_picks_a_rate_whose_runs_the_verdicts_cannot_read(monkeypatch):
+    """lr 1e-2 scores best on validation but every run of it collapsed: it would win, then leave no usable run."""
+    def run_sweep(configs, **kw):
+        runs = fake_runs(configs, lambda d: {1e-3: 0.4, 3e-3: 0.5, 1e-2: 0.9}[d["lr"]], lambda d: 0.0)
+        return runs.assign(collapsed=runs["lr"] == 1e-2)
+
+    monkeypatch.setattr(ex, "run_sweep", run_sweep)
+    assert protocol.select(TINY, "cnn", 2, seeds=[0, 1]).chosen["lr"] == 3e-3
+    tuned, _ = protocol.tune_lr({"a": ex.sweep(TINY, seed=[0, 1])}, list(protocol.LRS), [0, 1])
+    assert {c.lr for c in tuned["a"]} == {3e-3}
+    assert set(protocol.tuned(run_sweep(ex.sweep(TINY, lr=list(protocol.LRS), seed=[0, 1])))["lr"]) == {3e-3}

@@ -211,7 +211,19 @@ def generous_table(generous_runs: pd.DataFrame) -> pd.DataFrame:
 def span_effects(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, span: int) -> dict:
     """The effects C3 and C7 read on one span, each (mean, low, high, n) over seeds, paired by seed:
     blind: the deepest blind CNN's accuracy above chance; sees: the first CNN depth that sees the pattern minus
-    that blind depth; lstm: the one-layer LSTM minus that blind CNN (and with the generous budget)."""
+    that blind depth; lstm: the one-layer LSTM minus that blind CNN (and with the generous budget).
+    Runs that diverged or did not converge are left out; runs at chance are kept on purpose: here chance is the
+    outcome measured (a blind CNN is at chance by design), not a training failure. Decisions from a few seeds use
+    t intervals (stats.ci with bounded=False), as every verdict does."""
+    def finished(d):
+        keep = pd.Series(True, index=d.index)
+        if "status" in d:
+            keep &= d["status"].eq("ok")
+        if "converged" in d:
+            keep &= d["converged"].fillna(False).astype(bool)
+        return d[keep]
+
+    span_runs, generous_runs = finished(span_runs), finished(generous_runs)
     s = span_runs[span_runs.span == span]
     cnn = s[s.family == "cnn"]
     blind = sorted(cnn[cnn.field == "blind"].depth.unique())
@@ -223,7 +235,7 @@ def span_effects(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, span: int
         return out
     lb = {"family": "cnn", "depth": out["last_blind"]}
     at_blind = _per_seed(s, "test_acc", **lb)
-    out["blind"] = (*(v - CHANCE for v in stats.ci(at_blind, "test_acc")), int(at_blind.notna().sum()))
+    out["blind"] = (*(v - CHANCE for v in stats.ci(at_blind, "test_acc", bounded=False)), int(at_blind.notna().sum()))
     if seeing:
         out["sees"] = paired(s, "test_acc", {"family": "cnn", "depth": out["first_seeing"]}, lb)
     out["lstm"] = paired(s, "test_acc", {"family": "lstm", "depth": 1}, lb)

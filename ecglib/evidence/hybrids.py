@@ -23,7 +23,8 @@ from ..diagnostics import flops_per_sample, throughput
 from ..ledger import Verdict, fmt_ci
 from ..models import build_model
 from ..plots import FAMILY_COLORS, FAMILY_LABELS, ci_lines
-from ..verdicts import all_of, judge, margin, not_worse
+from ..protocol import is_usable, usable
+from ..verdicts import Judgement, all_of, judge, margin, not_worse
 
 
 def label(family, depth, pool=None) -> str:
@@ -328,9 +329,10 @@ def fig_order(order: pd.DataFrame, colors: dict, rf: dict, model_names: dict, fs
 
 def order_effects(order: pd.DataFrame, runs: pd.DataFrame, model_names: dict) -> dict:
     """At the longest segment: drops per model (summarise), intact scores, and the hybrid's drop minus the deep
-    CNN's, paired by seed."""
+    CNN's, paired by seed; usable runs only (a model at chance has nothing to lose to shuffling)."""
+    runs = usable(runs)
     big = order["permute_s"].max()
-    at_big = order[order["permute_s"] == big]
+    at_big = order[(order["permute_s"] == big) & order["key"].isin(runs["key"])]
     drops = stats.summarise(at_big, ["model"], "drop").set_index("model")
     pair = at_big[at_big["model"].isin([model_names["convlstm"], model_names["rescnn"]])]
     hyb_vs_cnn = stats.paired_diff(pair, "family", "drop", "convlstm", "rescnn", missing="nan").iloc[0]
@@ -377,8 +379,9 @@ def order_text(order: pd.DataFrame, o: dict, rf: dict, model_names: dict, fs) ->
 
 def best_models(runs: pd.DataFrame) -> dict[str, pd.Series]:
     """Per family, the (model, crop) with the best mean validation score (challenge F1): not selected on the test
-    set. The controls (shuffled-segment training, the matched-compute width) are not candidates."""
-    runs = runs[~runs["model"].str.contains("shuffled|matched")]
+    set. The controls (shuffled-segment training, the matched-compute width) are not candidates, nor are runs that
+    failed to train (protocol.usable): a family without a usable run has no best model."""
+    runs = usable(runs[~runs["model"].str.contains("shuffled|matched")])
     by_model = runs.groupby(["model", "family", "crop_s"], as_index=False)["val_score"].mean()
     return {f: by_model[by_model["family"] == f].sort_values("val_score", na_position="first").iloc[-1]
             for f in ("convlstm", "rescnn", "lstm") if (by_model["family"] == f).any()}
@@ -409,6 +412,7 @@ def control_effect(runs: pd.DataFrame, model_names: dict) -> pd.Series:
     """What order beyond control_s is worth to the hybrid beyond what it is worth to the CNN: per seed, (intact -
     shuffled-trained) test challenge F1 of the hybrid minus the same of the CNN, at the longest crop."""
     longest = runs["crop_s"].max()
+    runs = usable(runs)
     at = runs[runs["crop_s"] == longest].set_index(["model", "seed"])["test_score"]
     get = lambda name: at.xs(name, level="model") if name in at.index.get_level_values("model") else pd.Series(dtype=float)
     loss = lambda f: get(model_names[f]) - get(model_names.get(f"{f}-shuffled", ""))
@@ -418,8 +422,10 @@ def control_effect(runs: pd.DataFrame, model_names: dict) -> pd.Series:
 
 
 def matched_effect(runs: pd.DataFrame, model_names: dict) -> pd.Series:
-    """The hybrid minus the residual CNN at matched compute, test challenge F1 at the longest crop, paired by seed."""
+    """The hybrid minus the residual CNN at matched compute, test challenge F1 at the longest crop, paired by seed
+    (usable runs)."""
     longest = runs["crop_s"].max()
+    runs = usable(runs)
     at = runs[(runs["crop_s"] == longest) & runs["model"].isin([model_names["convlstm"], model_names.get("matched")])]
     at = at.assign(who=np.where(at["model"] == model_names["convlstm"], "hybrid", "cnn"))
     return stats.paired_diff(at, "who", "test_score", "hybrid", "cnn", missing="nan").iloc[0]
@@ -458,7 +464,9 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
       where the shuffled-segment control ran, order pays: training on shuffled segments costs the hybrid more
       challenge F1 than it costs the CNN;
     accuracy: the best hybrid (validation) minus the LSTM at the same crop, test challenge F1, above zero; and, where
-      the matched-compute CNN ran, the hybrid not worse than it by more than the margin."""
+      the matched-compute CNN ran, the hybrid not worse than it by more than the margin. Accuracy reads usable runs
+      only: an LSTM that failed to train at every crop while the hybrid trained supports the claim as a finding
+      (it is never averaged in as a score); speed reads every finished run (a step costs the same either way)."""
     longest = runs["crop_s"].max()
     length = runs[runs["model"].isin([model_names[f] for f in ("lstm", "convlstm", "rescnn")])
                   & (runs["crop_s"] == longest)]
@@ -469,11 +477,10 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
     toward_cnn = faster - (get("rescnn") - get("lstm")) / 2
     est = lambda v: (*stats.mean_ci(v.dropna()), int(v.notna().sum()))
     b = best.get("convlstm")
-    if b is not None and "lstm" in best:
-        pair = runs[(runs["crop_s"] == b["crop_s"]) & runs["model"].isin([b["model"], model_names["lstm"]])]
+    acc = pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
+    if b is not None:
+        pair = usable(runs[(runs["crop_s"] == b["crop_s"]) & runs["model"].isin([b["model"], model_names["lstm"]])])
         acc = stats.paired_diff(pair, "family", "test_score", "convlstm", "lstm", missing="nan").iloc[0]
-    else:
-        acc = pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
     d = o["hyb_vs_cnn"]
     m = lambda q: margin("C12", q)
     speed = all_of({
@@ -485,8 +492,16 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
     if control is not None:
         order["order pays"] = judge(control["mean"], control["low"], control["high"], int(control["n"]), m("drop"),
                                     what="loss from shuffled-segment training, hybrid - CNN")
-    accuracy = {"better than the LSTM": judge(acc["mean"], acc["low"], acc["high"], int(acc["n"]), m("test_score"),
-                                              what="test challenge F1, best hybrid - LSTM")}
+    lstm_tried = runs[runs["model"] == model_names["lstm"]]
+    if b is not None and len(lstm_tried) and not is_usable(lstm_tried).any():
+        better = Judgement("supported", f"the LSTM failed to train at every crop ({len(lstm_tried)} runs: "
+                                        f"{int(lstm_tried['collapsed'].sum())} collapsed, "
+                                        f"{int((~lstm_tried['converged'].astype(bool)).sum())} unconverged) while "
+                                        "the hybrid trained", math.nan, math.nan, math.nan, m("test_score").value, 0)
+    else:
+        better = judge(acc["mean"], acc["low"], acc["high"], int(acc["n"]), m("test_score"),
+                       what="test challenge F1, best hybrid - LSTM")
+    accuracy = {"better than the LSTM": better}
     if matched is not None:
         accuracy["not worse than the CNN at matched compute"] = not_worse(
             matched["mean"], matched["low"], matched["high"], int(matched["n"]), m("test_score"),
