@@ -114,9 +114,11 @@ def canonical(codes, store=None) -> pd.Series:
 
 
 def same_results(a: dict, b: dict, rtol: float = 1e-5) -> list[str]:
-    """What differs between two records of one config: status, best epoch, and every split's metrics. Identical
-    code, seed and thread count on one machine give identical numbers; rtol absorbs float noise across machines."""
-    diffs = [f"{k}: {a[k]} vs {b[k]}" for k in ("status", "best_epoch") if a[k] != b[k]]
+    """What differs between two records of one config: status, best epoch, the converged and collapsed flags (the
+    evidence gate reads them), and every split's metrics. Identical code, seed and thread count on one machine give
+    identical numbers; rtol absorbs float noise across machines."""
+    diffs = [f"{k}: {a.get(k)} vs {b.get(k)}" for k in ("status", "best_epoch", "converged", "collapsed")
+             if a.get(k) != b.get(k)]
     for split, m in COMPARED:
         x, y = a[split][m], b[split][m]
         if (x is None) != (y is None) or (x is not None and not np.isclose(x, y, rtol=rtol, atol=1e-8)):

@@ -65,3 +65,13 @@ def test_runs_record_their_thread_count_and_verify_retrains_with_it(store, one_t
         assert (diffs, threads) == ([], 1) and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_same_results_sees_a_changed_evidence_flag():
+    """A collapse rule that changed while every metric stayed put must not certify: verdicts read the flags."""
+    split = {m: 0.5 for _, m in versions.COMPARED}
+    a = {"status": "ok", "best_epoch": 3, "converged": True, "collapsed": None,
+         **{s: dict(split) for s, _ in versions.COMPARED}}
+    assert versions.same_results(a, {**a}) == []
+    assert versions.same_results(a, {**a, "collapsed": "one class"}) == ["collapsed: None vs one class"]
+    assert versions.same_results(a, {**a, "converged": False}) == ["converged: True vs False"]

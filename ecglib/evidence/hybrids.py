@@ -8,6 +8,7 @@ residual CNN on CinC 2017: speed (untrained throughput and training speed), accu
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import matplotlib.pyplot as plt
@@ -59,9 +60,13 @@ def matched_width(families: dict, width: int, fs, crop_s) -> int:
     competes with the hybrid at matched compute."""
     k, length = len(CINC_CLASSES), int(round(crop_s * fs))
     target = flops_per_sample(build_model(width=width, n_classes=k, **model_spec(families["convlstm"])), length)
-    cost = {w: flops_per_sample(build_model(width=w, n_classes=k, **model_spec(families["rescnn"])), length)
-            for w in range(4, 4 * width + 1)}
-    return min(cost, key=lambda w: abs(math.log(cost[w] / target)))
+    cost = functools.cache(lambda w: flops_per_sample(build_model(width=w, n_classes=k,
+                                                                  **model_spec(families["rescnn"])), length))
+    lo, hi = 4, 4 * width   # a CNN's FLOPs grow strictly with width: bisect to the pair around the target
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) < target else (lo, mid)
+    return min((lo, hi), key=lambda w: abs(math.log(cost(w) / target)))
 
 
 def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shallow_cnn_depth, seeds,
