@@ -97,11 +97,13 @@ def test_task_of_tells_the_intra_patient_control_apart():
 def test_recipe_text_is_read_from_the_config():
     from ecglib.evidence import recipe
 
-    assert recipe({"dataset": "mitdb"}) == ("AdamW at 0.003 with a one-epoch warm-up, then the rate cut 0.3x after 2 "
+    assert recipe({"dataset": "mitdb"}) == ("AdamW at 0.003 in batches of 128 with a one-epoch warm-up, then the rate cut 0.3x after 2 "
                                             "epochs without a better validation score, early stopping after 6 epochs "
                                             "without a better validation macro-F1 over N, S, V, F")
     text = recipe({"dataset": "cinc2017", "schedule": "onecycle", "patience": None, "lr": 1e-2})
-    assert text == "AdamW at 0.01 with a one-cycle schedule, no early stopping"
+    assert text == "AdamW at 0.01 in batches of 128 with a one-cycle schedule, no early stopping"
+    assert recipe({"dataset": "mitdb", "batch_size": 32}, lrs=[1e-3, 1e-2]).startswith(
+        "AdamW at the rate validation chose from 0.001, 0.01 in batches of 32")
 
 
 def test_each_family_is_selected_at_its_own_depth_and_a_missing_one_fails_before_training(monkeypatch):

@@ -23,12 +23,13 @@ SCHEDULES = {"plateau": "a one-epoch warm-up, then the rate cut 0.3x after 2 epo
 SCORES = {"mitdb": "macro-F1 over N, S, V, F", "cinc2017": "challenge F1 over N, A, O", "synthetic": "macro-F1"}
 
 
-def recipe(base: dict) -> str:
+def recipe(base: dict, lrs=None) -> str:
     """How a base config trains, in words read from the config itself (RunConfig's defaults where it is silent),
-    so the text cannot drift from the code."""
+    so the text cannot drift from the code. `lrs`: the rates a sweep chose from per point (protocol.tune_lr)."""
     from ..experiments import RunConfig
 
     c = RunConfig(**base)
     stop = ("no early stopping" if c.patience is None else
             f"early stopping after {c.patience} epochs without a better validation {SCORES[c.dataset]}")
-    return f"AdamW at {c.lr:g} with {SCHEDULES[c.schedule]}, {stop}"
+    rate = f"{c.lr:g}" if not lrs else "the rate validation chose from " + ", ".join(f"{v:g}" for v in lrs)
+    return f"AdamW at {rate} in batches of {c.batch_size} with {SCHEDULES[c.schedule]}, {stop}"

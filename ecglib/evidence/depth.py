@@ -235,7 +235,7 @@ def c8(grads: pd.DataFrame, deep: int, runs: pd.DataFrame, lag: Judgement | None
 
 # ---- tables and figures (each figure one named function) ----
 
-def describe(base: dict, what: str) -> str:
+def describe(base: dict, what: str, lrs=None) -> str:
     """One line of the chapter's setup: the data and training budget of a base config."""
     window = sum(base.get("window", experiments.RunConfig().window))
     extra = (f", {base['crop_s']:g} s crops" if base["dataset"] == "cinc2017"
@@ -245,7 +245,7 @@ def describe(base: dict, what: str) -> str:
     cap = "" if c.cap_per_class is None else f", at most {c.cap_per_class} of each class"
     return (f"- **{DATASETS[c.dataset]}** ({what}): {c.fs:g} Hz{extra}, "
             f"{c.train_fraction:.0%} of the training split{cap}, width {c.width}, "
-            f"at most {c.epochs} epoch(s) ({batches}); {recipe(base)}.")
+            f"at most {c.epochs} epoch(s) ({batches}); {recipe(base, lrs)}.")
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
