@@ -84,14 +84,19 @@ def value_ticks(ax, values, axis: str = "x") -> None:
     a.set_minor_locator(plt.matplotlib.ticker.NullLocator())
 
 
-def _plain(v: float, _pos=None) -> str:
-    if v <= 0:
-        return ""
-    if 1e-3 <= v < 1e5:
-        return f"{v:g}"
-    e = int(np.floor(np.log10(v) + 1e-9))
-    m = v / 10 ** e
-    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"${m:g}\\times10^{{{e}}}$"
+class _Plain(plt.matplotlib.ticker.Formatter):
+    """Log-axis tick labels: plain numbers (0.02, 500) when every visible tick reads well so, else powers of ten
+    (10⁻⁶ ... 10⁰) for all of them, never a mix of the two on one axis."""
+    def __call__(self, v, pos=None):
+        lo, hi = sorted(self.axis.get_view_interval())
+        shown = [t for t in self.locs if lo <= t <= hi and t > 0]
+        if v <= 0:
+            return ""
+        if all(1e-3 <= t < 1e5 for t in shown):
+            return f"{v:g}"
+        e = int(np.floor(np.log10(v) + 1e-9))
+        m = v / 10 ** e
+        return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"${m:g}\\times10^{{{e}}}$"
 
 
 def log_ticks(ax, axis: str = "y") -> None:
@@ -105,7 +110,7 @@ def log_ticks(ax, axis: str = "y") -> None:
         a.set_major_locator(ticker.LogLocator(10, subs=(1, 2, 5) if decades > 0.6 else (1, 1.5, 2, 3, 5, 7)))
     else:
         a.set_major_locator(ticker.LogLocator(10, numticks=8))
-    a.set_major_formatter(ticker.FuncFormatter(_plain))
+    a.set_major_formatter(_Plain())
     a.set_minor_formatter(ticker.NullFormatter())
 
 
@@ -184,8 +189,9 @@ def legend(fig, axes=None, ncol: int | None = None, **kw):
     if not handles:
         return None
     fig.tight_layout()
+    rows = -(-len(handles) // 4)        # at most 4 columns (phone width), rows filled evenly (5 -> 3 + 2)
     return fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                      ncol=ncol or min(len(handles), 4), **kw)
+                      ncol=ncol or -(-len(handles) // rows), **kw)
 
 
 def provenance(runs: pd.DataFrame, profile: str) -> None:

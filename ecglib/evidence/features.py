@@ -80,14 +80,18 @@ def fig_receptive_fields(rf: pd.DataFrame, fs: dict[str, float], window_s: dict[
             g = rf[rf.family == f]
             label = " = ".join(FAMILY_LABELS[x] for x in same) if f == "cnn" else FAMILY_LABELS[f]
             ax.plot(g.depth, g.rf / rate, marker="o", color=FAMILY_COLORS[f], label=label)
-        # the time scales are named in the right margin, beside their lines, where no data runs
-        margin = ax.get_yaxis_transform()
-        for (label, s), c in zip(SCALES.items(), ["0.35", "0.5", "0.65"]):
-            ax.axhline(s, ls="--", color=c, lw=1)
-            ax.text(1.02, s, label, fontsize=9, color="0.3", va="center", transform=margin)
+        lines = [(s, label, "--", c) for (label, s), c in zip(SCALES.items(), ["0.35", "0.5", "0.65"])]
+        lines.append((window_s[name], "input length", ":", "k"))
         ax.axhspan(3, 5, color="0.85", alpha=0.4, lw=0)
-        ax.axhline(window_s[name], ls=":", color="k", lw=1)
-        ax.text(1.02, window_s[name], "input length", fontsize=9, va="center", transform=margin)
+        # each line is named in the right margin, where no data runs; of two close lines, the lower name goes
+        # under its line and the upper one over it, so the names don't overlap
+        lines.sort()
+        for i, (s, label, ls, c) in enumerate(lines):
+            ax.axhline(s, ls=ls, color=c, lw=1)
+            near_below = i > 0 and s / lines[i - 1][0] < 1.6
+            near_above = i + 1 < len(lines) and lines[i + 1][0] / s < 1.6
+            va = "bottom" if near_below else "top" if near_above else "center"
+            ax.text(1.02, s, label, fontsize=9, color="0.3", va=va, transform=ax.get_yaxis_transform())
         ax.set(yscale="log", xlabel="depth (conv layers)", ylabel="receptive field (s)", title=f"{name} at {rate:g} Hz")
     return plots.finish(fig)
 
@@ -431,7 +435,9 @@ def gate_table(gate_runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def fig_gates(gates: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    labels = [f"{r.data}\n{r.comparison}" for r in gates.itertuples()]
+    names = {"conv: glucnn - cnn": f"{FAMILY_LABELS['glucnn']} − {FAMILY_LABELS['cnn']}",
+             "recurrent: lstm - rnn": f"{FAMILY_LABELS['lstm']} − {FAMILY_LABELS['rnn']}"}
+    labels = [f"{r.data}\n{names.get(r.comparison, r.comparison)}" for r in gates.itertuples()]
     y = np.arange(len(gates))
     colors = [FAMILY_COLORS["glucnn" if r.comparison.startswith("conv") else "lstm"] for r in gates.itertuples()]
     err = np.array([gates["mean"] - gates["low"], gates["high"] - gates["mean"]]).clip(min=0)
