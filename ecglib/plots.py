@@ -89,7 +89,7 @@ class _Plain(plt.matplotlib.ticker.Formatter):
     (10⁻⁶ ... 10⁰) for all of them, never a mix of the two on one axis."""
     def __call__(self, v, pos=None):
         lo, hi = sorted(self.axis.get_view_interval())
-        shown = [t for t in self.locs if lo <= t <= hi and t > 0]
+        shown = [t for t in self.axis.get_majorticklocs() if lo <= t <= hi and t > 0]
         if v <= 0:
             return ""
         if all(1e-3 <= t < 1e5 for t in shown):
