@@ -267,7 +267,7 @@ def fig_depth_panels(runs: dict[str, pd.DataFrame], metric: str, ylabel: str, ti
     for ax, (name, df) in zip(axes[0], runs.items()):
         s = stats.summarise(df, ["family", "depth"], metric).dropna(subset=["mean"])
         if s.empty:
-            ax.text(0.5, 0.5, "no finished runs", ha="center", transform=ax.transAxes)
+            plots.no_data(ax, "no finished runs")
         else:
             plots.ci_lines(ax, s, "depth", logx=True)
         ax.set(xlabel="depth (stacked layers)", ylabel=ylabel, title=DATASETS[name])
