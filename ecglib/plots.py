@@ -100,14 +100,15 @@ class _Plain(plt.matplotlib.ticker.Formatter):
 
 
 def log_ticks(ax, axis: str = "y") -> None:
-    """Readable ticks on a log axis: majors at 1, 2, 5 × 10^k when it spans less than two decades (else at powers
-    of ten), written as plain numbers, and no minor tick labels (they overlap the majors at phone width)."""
+    """Readable ticks on a log axis: majors at 1, 2, 5 × 10^k over less than two decades, 1, 3 × 10^k up to
+    three and a half, else at powers of ten, written as plain numbers, and no minor tick labels (they overlap the majors at phone width)."""
     a = ax.xaxis if axis == "x" else ax.yaxis
     lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
     ticker = plt.matplotlib.ticker
     decades = np.log10(hi) - np.log10(lo) if 0 < lo < hi < np.inf else np.inf
-    if decades < 2:
-        a.set_major_locator(ticker.LogLocator(10, subs=(1, 2, 5) if decades > 0.6 else (1, 1.5, 2, 3, 5, 7)))
+    if decades < 3.5:
+        subs = (1, 1.5, 2, 3, 5, 7) if decades < 0.6 else (1, 2, 5) if decades < 2 else (1, 3)
+        a.set_major_locator(ticker.LogLocator(10, subs=subs))
     else:
         a.set_major_locator(ticker.LogLocator(10, numticks=8))
     a.set_major_formatter(_Plain())
@@ -146,7 +147,8 @@ def has_data(ax) -> bool:
 
 def no_data(ax, message: str) -> None:
     """Say inside an empty axis why it is empty; its meaningless tick labels (0 to 1) go."""
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes, color="0.3")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes, color="0.3",
+            bbox={"facecolor": "white", "edgecolor": "none"})      # over any reference line (chance, zero)
     ax.tick_params(labelbottom=False, labelleft=False, bottom=False, left=False)
     ax.grid(False)
 
