@@ -136,10 +136,14 @@ def has_data(ax) -> bool:
             if (np.isfinite(x) & np.isfinite(y)).any():
                 return True
     for c in ax.collections:
-        if c.get_transform() is ax.transData or getattr(c, "get_offset_transform", lambda: None)() is ax.transData:
-            points = [p.vertices for p in c.get_paths()] + [np.asarray(c.get_offsets())]
-            if any(np.isfinite(p).all(axis=-1).any() for p in points if p.size and p.ndim == 2 and len(p)):
-                return True
+        if isinstance(c, plt.matplotlib.collections.PathCollection):     # scatter: the points are its offsets
+            points = [np.asarray(c.get_offsets(), dtype=float)]
+        elif c.get_transform() is ax.transData:                         # bands, error bars: paths in data units
+            points = [p.vertices for p in c.get_paths()]
+        else:
+            continue
+        if any(np.isfinite(p).all(axis=-1).any() for p in points if p.ndim == 2 and len(p)):
+            return True
     bars = [p for p in ax.patches if p.get_transform() is ax.transData]
     return bool(ax.images) or any(np.isfinite(p.get_height()) and p.get_height() != 0 for p in bars
                                   if hasattr(p, "get_height"))

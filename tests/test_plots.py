@@ -68,13 +68,18 @@ def test_finish_explains_an_empty_panel_and_leaves_full_ones_alone():
     b.plot([1, 2], [0.5, 0.6])
     b.set(xlabel="depth (stacked layers)")
     c.text(0.5, 0.5, "failed")                                  # already says why
+    d = fig.add_subplot(2, 2, 4, title="errorbars of failed runs")
+    d.errorbar(range(3), [float("nan")] * 3, yerr=[[0] * 3, [0] * 3], fmt="o")   # their offsets default to (0, 0)
+    e = fig.add_subplot(2, 2, 3, title="scatter")
+    e.scatter([1e5], [0.1])
     c.set(title="t")
     plots.finish(fig, "no family reached 0.9 test accuracy")
     assert [t.get_text() for t in a.texts] == ["no family reached 0.9 test accuracy"]
     # its 0-to-1 ticks meant nothing: gone
     assert a.xaxis.get_tick_params()["labelbottom"] is False and a.yaxis.get_tick_params()["labelleft"] is False
     assert not b.texts and [t.get_text() for t in c.texts] == ["failed"]
-    assert plots.has_data(b) and not plots.has_data(a)
+    assert plots.has_data(b) and plots.has_data(e) and not plots.has_data(a) and not plots.has_data(d)
+    assert [t.get_text() for t in d.texts] == ["no family reached 0.9 test accuracy"]
     plt.close(fig)
 
 
