@@ -239,3 +239,18 @@ def test_rr_context_effect():
     t = fe.rr_table(runs)
     assert t.set_index("family")["mean"].tolist() == pytest.approx([0.0, 0.1])
     assert fe.rr_judgement(t).verdict == "supported"
+
+
+def test_depth_needed_figure_says_why_it_is_empty():
+    import matplotlib.pyplot as plt
+    cols = ["family", "span", "seed", "depth", "censored", "tried"]
+    fig = fe.fig_depth_needed(pd.DataFrame(columns=cols), "span", "Layers needed")
+    assert any("no usable run" in t.get_text() for t in fig.axes[0].texts)
+    plt.close(fig)
+    never = pd.DataFrame([["cnn", 2, s, 16.0, True, 8] for s in range(2)], columns=cols)
+    fig = fe.fig_depth_needed(never, "span", "Layers needed")      # every seed a lower bound: the title says so
+    ax = fig.axes[0]
+    assert f"no family reached {fe.TARGET:g} test accuracy" in ax.get_title()
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in ax.get_yticks() if min(ax.get_ylim()) <= t <= max(ax.get_ylim()))
+    plt.close(fig)

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .. import experiments, protocol, stats
+from .. import experiments, plots, protocol, stats
 from ..plots import FAMILY_COLORS, FAMILY_LABELS
 
 TASKS = {"mitdb": "MIT-BIH, inter-patient", "mitdb-intra": "MIT-BIH, intra-patient (leaky control)",
@@ -180,14 +180,18 @@ def fig_baselines(summary: pd.DataFrame):
                 ax.errorbar(i + offset, r[metric], yerr=err, fmt=marker, color=color, capsize=3,
                             mfc="white" if metric == "test_acc" else color)
         key = next(k for k, v in TASKS.items() if v == task)
-        for _, a in ANCHORS[ANCHORS["task"] == key].iterrows():
+        previous = None
+        for _, a in ANCHORS[ANCHORS["task"] == key].sort_values("value", ascending=False).iterrows():
             ax.axhline(a["value"], ls="--", lw=0.8, color="0.4")
+            # a reference just under another one is named under its line, so the two names don't overlap
+            below = previous is not None and previous - a["value"] < 0.06
             ax.annotate(a["source"].split("20")[0], (len(s) - 0.5, a["value"]), fontsize=7, ha="right",
-                        va="bottom", color="0.3")
+                        va="top" if below else "bottom", color="0.3")
+            previous = a["value"]
         ax.set_xticks(range(len(s)), s["family"], rotation=30, ha="right")
         ax.set_xlim(-0.6, len(s) - 0.4)
         ax.set_title(task, fontsize=10)
     axes[0][0].set_ylabel("test score (filled) and accuracy (open)")
     axes[0][0].set_ylim(0, 1.02)
     fig.tight_layout()
-    return fig
+    return plots.finish(fig, shared_legend=False)

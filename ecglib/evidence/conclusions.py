@@ -127,6 +127,7 @@ def fig_forest(verdicts: pd.DataFrame):
     ax.set_yticks(range(len(v)), v["label"], fontsize=9)
     ax.set_ylim(-0.7, len(v) - 0.3)
     ax.set_xscale("symlog", linthresh=2)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}".replace("-", "−")))   # not −10⁰
     ax.set(xlabel="effect / practical margin (shaded: within the margin; symmetric log scale)",
            title="Every claim's effect against its margin")
     for verdict, c in VERDICT_COLORS.items():

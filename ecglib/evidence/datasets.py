@@ -61,7 +61,9 @@ def fig_beats(beats: data.Split, per_class: int, rng: np.random.Generator, befor
             ax.plot(t, beats.X[i, 0], lw=1.2, label=f"{row.record} ({row.symbol})")
         ax.axvline(0, color="grey", lw=0.8, ls=":")
         ax.set(title=f"{c} ({len(idx):,} beats)", xlabel="time from R peak (s)")
-        ax.legend(fontsize=8, title="record (symbol)", title_fontsize=8)
+        # under its panel: inside, it covered the beats' tails
+        ax.legend(fontsize=8, title="record (symbol)", title_fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.25))
     axes[0].set_ylabel("MLII amplitude (mV)")
     fig.suptitle("Example training beats per AAMI class", y=1.04)
     return fig

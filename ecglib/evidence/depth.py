@@ -272,15 +272,15 @@ def fig_depth_panels(runs: dict[str, pd.DataFrame], metric: str, ylabel: str, ti
     for ax, (name, df) in zip(axes[0], runs.items()):
         s = stats.summarise(df, ["family", "depth"], metric).dropna(subset=["mean"])
         if s.empty:
-            ax.text(0.5, 0.5, "no finished runs", ha="center", transform=ax.transAxes)
+            plots.no_data(ax, "no finished runs")
         else:
             plots.ci_lines(ax, s, "depth", logx=True)
         ax.set(xlabel="depth (stacked layers)", ylabel=ylabel, title=DATASETS[name])
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(loc="best", fontsize=9)
-    fig.suptitle(title, fontweight="bold")
-    fig.tight_layout()
-    return fig
+    if len(runs) == 1:      # one panel: the title is its own, not repeated above it
+        axes[0][0].set_title(title)
+    else:
+        fig.suptitle(title, fontweight="bold")
+    return plots.finish(fig)
 
 
 def _mean_edge(keys_, records: dict, when: str, edge: str) -> np.ndarray | None:
@@ -322,10 +322,7 @@ def fig_grad_time(runs: dict[str, pd.DataFrame], records: dict, fs: dict[str, fl
         if ax.lines:
             ax.set_yscale("log")
         ax.set(xlabel="input time (s)", ylabel="gradient / its value at the readout", title=DATASETS[name])
-    if axes[0][0].lines:
-        axes[0][0].legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return plots.finish(fig, "no usable LSTM run stored this probe")
 
 
 # ---- the chapter's settings, the matched sweep, and the remaining figures ----
@@ -370,9 +367,7 @@ def fig_matched(m: pd.DataFrame):
     for ax, (metric, ylabel) in zip(axes, [("test_score", "test score"), ("train_loss", "training loss")]):
         plots.ci_lines(ax, stats.summarise(m, ["family", "depth"], metric), "depth", logx=True)
         ax.set(xlabel="depth (stacked layers)", ylabel=ylabel, title=f"{ylabel}, parameters fixed")
-    axes[0].legend(loc="best", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return plots.finish(fig)
 
 
 def train_loss_text(runs: dict[str, pd.DataFrame], families, shallow: int, deep: int) -> str:
@@ -401,18 +396,14 @@ def fig_grad_layers(runs: dict[str, pd.DataFrame], records: dict, depths: dict[s
                 if rel is None:
                     continue
                 ax.plot(np.arange(1, len(rel) + 1), rel, marker="o", ls=ls, color=plots.FAMILY_COLORS[family],
-                        label=f"{FAMILY_LABELS[family]} ({max(depths[family])} layers)" if when == "init" else None)
+                        label=f"{FAMILY_LABELS[family]} ({plots.layers(max(depths[family]))})" if when == "init" else None)
         if ax.lines:
             ax.set_yscale("log")
         ax.axhline(1, color="grey", lw=0.8, ls=":")
         ax.set(xlabel="layer (1 = input side)", ylabel="|d loss / d h| / top layer's", title=DATASETS[name])
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    if axes[0][-1].get_legend_handles_labels()[0]:
-        axes[0][-1].legend(loc="best", fontsize=8)
-    fig.suptitle("Gradient across layers at the readout step: initialisation (solid), trained (dashed)",
+    fig.suptitle("Gradient across layers at the readout step:\ninitialisation (solid), trained (dashed)",
                  fontweight="bold")
-    fig.tight_layout()
-    return fig
+    return plots.finish(fig, "no run stored this probe")
 
 
 def fig_grad_decay(grads: pd.DataFrame):
@@ -421,23 +412,21 @@ def fig_grad_decay(grads: pd.DataFrame):
 
     from .. import plots
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
-    styles = {"mitdb": "-", "cinc2017": "--"}
+    styles = {"mitdb": ("-", "o"), "cinc2017": ("--", "s")}
     t = grads[grads["depth"] > 1]
     for ax, (column, when) in zip(axes, [("layer_init", "at initialisation"), ("layer_final", "last training epoch")]):
         s = stats.summarise(t, ["dataset", "family", "depth"], column)
         for (dataset, family), g in s.groupby(["dataset", "family"]):
-            ax.plot(g["depth"], g["mean"], marker="o", ls=styles[dataset], color=plots.FAMILY_COLORS[family],
-                    label=f"{FAMILY_LABELS[family]}, {dataset}")
+            ax.plot(g["depth"], g["mean"], marker=styles[dataset][1], ls=styles[dataset][0],
+                    color=plots.FAMILY_COLORS[family], label=f"{FAMILY_LABELS[family]}, {DATASETS[dataset]}")
             if g["low"].notna().any():
                 ax.fill_between(g["depth"], g["low"], g["high"], color=plots.FAMILY_COLORS[family], alpha=0.12, lw=0)
         ax.axhline(0, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(t["depth"].unique()))
-        ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
-        ax.set(xlabel="depth (stacked layers)", ylabel="orders of magnitude lost, last to first layer", title=when)
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
-    fig.tight_layout()
-    return fig
+        plots.value_ticks(ax, t["depth"].unique())
+        ax.set(xlabel="depth (stacked layers)", title=when)
+    axes[0].set_ylabel("gradient lost, last to first layer\n(orders of magnitude)")
+    return plots.finish(fig)
 
 
 def c8_text(grads: pd.DataFrame, deep: int) -> str:
@@ -465,9 +454,7 @@ def fig_epoch_time(depth_runs: pd.DataFrame, records: dict):
         plots.ci_lines(ax, stats.summarise(t[t["dataset"] == name], ["family", "depth"], "seconds"), "depth", logx=True)
         ax.set_yscale("log")
         ax.set(xlabel="depth (stacked layers)", ylabel="seconds per epoch", title=DATASETS[name])
-    axes[0][0].legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return plots.finish(fig)
 
 
 def measure_cost(families, depth: int, lengths, width: int, batch: int, steps: int) -> pd.DataFrame:
@@ -493,13 +480,11 @@ def fig_cost_length(speed: pd.DataFrame, depth: int):
         ax.plot(g["length"], g["samples_per_s"], marker="o", color=plots.FAMILY_COLORS[family],
                 label=FAMILY_LABELS[family])
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(speed["length"].unique()))
-    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    plots.value_ticks(ax, speed["length"].unique())
     ax.set_yscale("log")
     ax.set(xlabel="input length (samples)", ylabel="samples per second (train step)",
            title=f"Throughput versus sequence length, depth {depth}")
-    ax.legend(loc="best", fontsize=9)
-    return fig
+    return plots.finish(fig)
 
 
 def cost_text(speed: pd.DataFrame, depth: int, batch: int) -> str:
@@ -606,8 +591,7 @@ def fig_lag(runs: pd.DataFrame, fixed_lag: int):
             plots.ci_lines(ax, s, x, logx=True)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set(xlabel="lag (steps)" if x == "lag" else "depth (stacked layers)", ylabel="test accuracy", title=title)
-    fig.tight_layout()
-    return fig
+    return plots.finish(fig, "no usable run at this setting")
 
 
 # ---- families built alike: normalisation as an ablation ----

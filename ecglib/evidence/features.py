@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import experiments, models, stats, synthetic
+from .. import experiments, models, plots, stats, synthetic
 from ..protocol import usable
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_COLORS, FAMILY_LABELS
@@ -81,15 +81,20 @@ def fig_receptive_fields(rf: pd.DataFrame, fs: dict[str, float], window_s: dict[
             g = rf[rf.family == f]
             label = " = ".join(FAMILY_LABELS[x] for x in same) if f == "cnn" else FAMILY_LABELS[f]
             ax.plot(g.depth, g.rf / rate, marker="o", color=FAMILY_COLORS[f], label=label)
-        for (label, s), c in zip(SCALES.items(), ["0.35", "0.5", "0.65"]):
-            ax.axhline(s, ls="--", color=c, lw=1)
-            ax.text(depths[0], s * 1.08, label, fontsize=9, color="0.3")
+        lines = [(s, label, "--", c) for (label, s), c in zip(SCALES.items(), ["0.35", "0.5", "0.65"])]
+        lines.append((window_s[name], "input length", ":", "k"))
         ax.axhspan(3, 5, color="0.85", alpha=0.4, lw=0)
-        ax.axhline(window_s[name], ls=":", color="k", lw=1)
-        ax.text(depths[-1], window_s[name] * 1.08, "input length", fontsize=9, ha="right")
+        # each line is named in the right margin, where no data runs; of two close lines, the lower name goes
+        # under its line and the upper one over it, so the names don't overlap
+        lines.sort()
+        for i, (s, label, ls, c) in enumerate(lines):
+            ax.axhline(s, ls=ls, color=c, lw=1)
+            near_below = i > 0 and s / lines[i - 1][0] < 1.6
+            near_above = i + 1 < len(lines) and lines[i + 1][0] / s < 1.6
+            va = "bottom" if near_below else "top" if near_above else "center"
+            ax.text(1.02, s, label, fontsize=9, color="0.3", va=va, transform=ax.get_yaxis_transform())
         ax.set(yscale="log", xlabel="depth (conv layers)", ylabel="receptive field (s)", title=f"{name} at {rate:g} Hz")
-    np.atleast_1d(axes)[0].legend(loc="lower right", fontsize=9)
-    return fig
+    return plots.finish(fig)
 
 
 def layers_to_see(rf: pd.DataFrame, fs: dict[str, float]) -> pd.DataFrame:
@@ -128,7 +133,7 @@ def fig_task(span: int, length: int):
         for c, s in enumerate(signs):
             ax.text((c + 0.5) * P, 1.55, s, ha="center", fontsize=8, color="0.4")
         if start >= 0:
-            ax.axvspan(start * P, (start + span + 1) * P, color=FAMILY_COLORS["lstm"], alpha=0.2, lw=0)
+            ax.axvspan(start * P, (start + span + 1) * P, color="0.8", lw=0)   # grey: family colours mean models
         ax.set(ylim=(-2, 2), ylabel="amplitude", title=f"label: {example.classes[label]}")
     axes[-1].set_xlabel("time (samples)")
     return fig
@@ -190,8 +195,7 @@ def fig_span(summary: pd.DataFrame, spans, depths: dict[str, list]):
         ax.axhline(CHANCE, color="0.5", lw=0.8)
         ax.set(title=f"span {span}: pattern of {synthetic.pattern_samples(span)} samples", xlabel="depth (layers)",
                ylabel="test accuracy", ylim=(0.35, 1.02))
-    axes[0][0].legend(loc="upper left", fontsize=8)
-    return fig
+    return plots.finish(fig)
 
 
 def span_table(span_runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -386,9 +390,8 @@ def fig_params(per_layer: pd.DataFrame):
         ax.plot(g.width, g.parameters, marker="o", color=FAMILY_COLORS[f], label=FAMILY_LABELS[f])
     ax.set(xscale="log", yscale="log", xlabel="width (channels or hidden units)", ylabel="parameters per layer",
            title=f"Parameters per layer (conv kernel {kernel})")
-    ax.set_xticks(widths, [str(w) for w in widths])
-    ax.legend(fontsize=9)
-    return fig
+    plots.value_ticks(ax, widths)
+    return plots.finish(fig)
 
 
 def c10(per_layer: pd.DataFrame, width: int = 32) -> Verdict:
@@ -445,7 +448,9 @@ def gate_table(gate_runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def fig_gates(gates: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    labels = [f"{r.data}\n{r.comparison}" for r in gates.itertuples()]
+    names = {"conv: glucnn - cnn": f"{FAMILY_LABELS['glucnn']} − {FAMILY_LABELS['cnn']}",
+             "recurrent: lstm - rnn": f"{FAMILY_LABELS['lstm']} − {FAMILY_LABELS['rnn']}"}
+    labels = [f"{r.data}\n{names.get(r.comparison, r.comparison)}" for r in gates.itertuples()]
     y = np.arange(len(gates))
     colors = [FAMILY_COLORS["glucnn" if r.comparison.startswith("conv") else "lstm"] for r in gates.itertuples()]
     err = np.array([gates["mean"] - gates["low"], gates["high"] - gates["mean"]]).clip(min=0)
@@ -454,7 +459,7 @@ def fig_gates(gates: pd.DataFrame):
     ax.axvline(0, color="0.5", lw=1)
     ax.set_yticks(y, labels, fontsize=9)
     ax.set(xlabel="gated minus ungated (test accuracy; MIT-BIH: test score)", title="What gates buy at matched parameters")
-    return fig
+    return plots.finish(fig, "no usable pair of runs")
 
 
 # ---- 4. real ECG ----
@@ -543,7 +548,7 @@ def fig_saliency(records: dict[str, dict]):
             if j == 0:
                 ax.set_ylabel(f"class {c}", rotation=0, ha="right", va="center")
             if i == 0:
-                ax.set_title(f"{FAMILY_LABELS[family]}, {rec['config']['depth']} layers")
+                ax.set_title(f"{FAMILY_LABELS[family]}, {plots.layers(rec['config']['depth'])}")
         axes[-1][j].set_xlabel("time (s)")
     fig.suptitle("ECG (grey) and saliency |d logit / d x| (colour, scaled to its maximum)", y=1.0)
     fig.tight_layout()
@@ -580,7 +585,7 @@ def fig_filters(probe_records: dict[str, dict[str, dict]]):
         ax.plot(np.arange(w.shape[1]), w.T, color=FAMILY_COLORS["cnn"], alpha=0.35, lw=1)
         ax.set(title=f"{name}: {w.shape[0]} first-layer kernels", xlabel="kernel tap (samples)",
                ylabel="weight (scaled per kernel)")
-    return fig
+    return plots.finish(fig)
 
 
 # ---- 5. depth separated from receptive field, depth needed per task (C3, C7, C11, C13) ----
@@ -681,9 +686,13 @@ def fig_depth_needed(need: pd.DataFrame, x: str = "span", title: str = "Smallest
         ax.fill_between(s[x].astype(str), s["low"].fillna(s["mean"]), s["high"].fillna(s["mean"]), color=c, alpha=0.15)
         cens = g[g.censored]
         ax.scatter(cens[x].astype(str), cens.depth, facecolors="none", edgecolors=c, s=50)
-    ax.set(yscale="log", xlabel=x, ylabel="layers needed (log)", title=title)
-    ax.legend(fontsize=9)
-    return fig
+    ax.set(yscale="log", xlabel={"span": "pattern span (cycles)"}.get(x, x), ylabel="layers needed (log scale)",
+           title=title)
+    if need.empty:
+        plots.no_data(ax, "no usable run at the depths tried")
+    elif need.censored.all():     # every point is a lower bound: say so where the eye lands first
+        ax.set_title(f"{title}\nno family reached {TARGET:g} test accuracy at the depths tried", fontsize=11)
+    return plots.finish(fig)
 
 
 def _log2_diff(need: pd.DataFrame, a: dict, b: dict) -> tuple:

@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .. import experiments, protocol, stats
+from .. import experiments, plots, protocol, stats
 from . import recipe
 from ..data import CINC_CLASSES
 from ..diagnostics import flops_per_sample, throughput
@@ -127,10 +127,10 @@ def names(families: dict, shallow_cnn_depth: int, cnn_width=None, control_s=None
 
 
 def palettes(model_names: dict, pools) -> tuple[dict, dict]:
-    """Colours by model name (family colours; the shallow CNN takes the plain CNN's) and by pooling factor
-    (darker for more pooling)."""
+    """Colours by model name (family colours; the shallow CNN keeps its family's, and ci_lines dashes it) and by
+    pooling factor (darker for more pooling)."""
     palette = {model_names[f]: FAMILY_COLORS[f] for f in ("lstm", "convlstm", "rescnn")}
-    palette[model_names["shallow"]] = FAMILY_COLORS["cnn"]
+    palette[model_names["shallow"]] = FAMILY_COLORS["rescnn"]
     pools = sorted(set(pools))
     shades = sns.dark_palette(FAMILY_COLORS["convlstm"], len(pools) + 1, reverse=True)[:-1]
     return palette, dict(zip(pools, shades))
@@ -189,8 +189,7 @@ def fig_throughput(speed: pd.DataFrame, colors: dict, fs, batch):
     ax.set_yscale("log")
     ax.set(xlabel="sequence length (s)", ylabel="samples per second (log scale)",
            title=f"Throughput versus length at {fs} Hz, batch {batch}")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return fig
+    return plots.finish(fig, ncol=2)
 
 
 def speedups(speed: pd.DataFrame, over: str) -> pd.DataFrame:
@@ -243,8 +242,7 @@ def fig_length(length_runs: pd.DataFrame, colors: dict):
                  hue="model", logx=True, labels={m: m for m in colors}, colors=colors)
     ax1.set(xlabel="crop length (s)", ylabel="test challenge F1", title="Accuracy versus length")
     ax2.set(xlabel="crop length (s)", ylabel="seconds per epoch (log scale)", yscale="log", title="Cost versus length")
-    ax2.legend(loc="upper left", fontsize=9)
-    return fig
+    return plots.finish(fig, ncol=2)
 
 
 def length_text(length_runs: pd.DataFrame, model_names: dict) -> str:
@@ -273,18 +271,19 @@ def _bar(mean, low, high):
 def fig_pareto(p: pd.DataFrame, pool_colors: dict, crop_s):
     markers = dict(zip(sorted(p["depth"].unique()), "os^Dv<>"))
     fig, ax = plt.subplots(figsize=(9, 5))
+    seen: dict = {}     # models of one family (sizes, widths) share its colour and differ in marker
     for _, r in p.iterrows():
         hybrid = r["family"] == "convlstm"
+        n = seen[r["family"]] = seen.get(r["family"], -1) + 1
         ax.errorbar(r["mean_s"], r["mean"], xerr=_bar(r["mean_s"], r["low_s"], r["high_s"]),
                     yerr=_bar(r["mean"], r["low"], r["high"]), capsize=3, label=r["model"], ms=8,
-                    fmt=markers.get(r["depth"], "o") if hybrid else "*",
+                    fmt=markers.get(r["depth"], "o") if hybrid else "*PXhd"[n % 5],
                     color=pool_colors.get(r["pool"], FAMILY_COLORS["convlstm"]) if hybrid else FAMILY_COLORS[r["family"]])
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     ax.plot(p.loc[p["front"], "mean_s"], p.loc[p["front"], "mean"], "--", color="0.4", lw=1)
     ax.set_xscale("log")
     ax.set(xlabel="seconds per training epoch (log scale)", ylabel="test challenge F1",
            title=f"Accuracy versus training cost at {crop_s:g} s crops")
-    return fig
+    return plots.finish(fig, ncol=2)
 
 
 def pareto_table(p: pd.DataFrame) -> pd.DataFrame:
@@ -324,12 +323,11 @@ def fig_order(order: pd.DataFrame, colors: dict, rf: dict, model_names: dict, fs
     ci_lines(ax, stats.summarise(order, ["model", "permute_s"], "drop"), x="permute_s", hue="model", logx=True,
              labels={m: m for m in colors}, colors=colors)
     ax.axhline(0, color="0.3", lw=0.8)
-    for name in (model_names["rescnn"], model_names["shallow"]):
-        ax.axvline(rf[name] / fs, color=colors[name], ls=":", lw=1.5)
+    for name, ls in ((model_names["rescnn"], ":"), (model_names["shallow"], "-.")):   # receptive fields
+        ax.axvline(rf[name] / fs, color=colors[name], ls=ls, lw=1.5)
     ax.set(xlabel="shuffled segment length (s)", ylabel="macro-F1 drop (intact − shuffled)",
            title=f"Order sensitivity on {order['crop_s'].max():g} s crops")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return fig
+    return plots.finish(fig, ncol=2)
 
 
 def order_effects(order: pd.DataFrame, runs: pd.DataFrame, model_names: dict) -> dict:

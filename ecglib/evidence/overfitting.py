@@ -328,20 +328,19 @@ def _train_test_lines(ax, runs: pd.DataFrame, x: str, label_train: bool):
 
 def fig_gap_depth(depth_runs: pd.DataFrame):
     """Generalisation gap versus depth per database (fig-overfitting-gap-depth)."""
-    from ..plots import ci_lines, legend
+    from ..plots import ci_lines, finish
     fig, axes = _plt().subplots(1, 2, figsize=(9, 4), sharey=True)
     for ax, (dataset, title) in zip(axes, [("mitdb", "MIT-BIH, inter-patient"), ("cinc2017", "CinC 2017")]):
         ci_lines(ax, stats.summarise(depth_runs[depth_runs["dataset"] == dataset], ["family", "depth"], "gap"),
                  x="depth", logx=True)
         ax.axhline(0, color="0.4", lw=0.8)
         ax.set(title=title, xlabel="depth (stacked layers)", ylabel="train − test score")
-    legend(fig, axes, ncol=5)
-    return fig
+    return finish(fig, "no usable run has a gap", ncol=5)
 
 
 def fig_gap_params(depth_runs: pd.DataFrame):
     """MIT-BIH: train and test macro-F1 versus depth, and each run's gap against its parameters."""
-    from ..plots import FAMILY_COLORS, legend
+    from ..plots import FAMILY_COLORS, finish
     mit = depth_runs[depth_runs["dataset"] == "mitdb"]
     fig, axes = _plt().subplots(1, 2, figsize=(9, 4))
     _train_test_lines(axes[0], mit, "depth", label_train=False)
@@ -353,20 +352,17 @@ def fig_gap_params(depth_runs: pd.DataFrame):
     if len(gaps):
         axes[1].set_xscale("log")
         axes[1].xaxis.set_minor_formatter(_plt().NullFormatter())
-    else:
-        axes[1].text(0.5, 0.5, "no usable run has a gap", ha="center", transform=axes[1].transAxes)
     axes[1].axhline(0, color="0.4", lw=0.8)
     axes[1].set(title="Gap versus parameters", xlabel="parameters (log scale)", ylabel="train − test score")
-    legend(fig, axes, ncol=5)
-    return fig
+    return finish(fig, "no usable run has a gap", ncol=5)
 
 
 def fig_c2(runs: pd.DataFrame, pair, depths):
     """Training, seen-patient and new-patient (DS2) score of each family at the shallow and deep depth
     (fig-overfitting-c2): the first drop is overfitting, the second patient shift."""
-    from ..plots import FAMILY_COLORS, legend
+    from ..plots import FAMILY_COLORS, finish
     fig, axes = _plt().subplots(1, len(pair), figsize=(9, 4), sharey=True)
-    parts = [(f"train_{METRIC}", "training"), (f"seen_{METRIC}", "seen patients"), (f"test_{METRIC}", "new patients")]
+    parts = [(f"train_{METRIC}", "training"), (f"seen_{METRIC}", "seen\npatients"), (f"test_{METRIC}", "new\npatients")]
     usable = runs[is_usable(runs)]
     for ax, family in zip(np.atleast_1d(axes), pair):
         for depth, ls in zip(depths, ("--", "-")):
@@ -375,11 +371,11 @@ def fig_c2(runs: pd.DataFrame, pair, depths):
             mean = [v[0] for v in s]
             err = np.nan_to_num([[v[0] - v[1] for v in s], [v[2] - v[0] for v in s]])
             ax.errorbar(range(3), mean, yerr=err, ls=ls, marker="o", capsize=3, color=FAMILY_COLORS[family],
-                        label=f"depth {depth}")
+                        label=f"{FAMILY_LABELS[family]}, depth {depth}")
         ax.set_xticks(range(3), [label for _, label in parts])
-        ax.set(title=FAMILY_LABELS[family], ylabel="score (macro-F1, N S V F)")
-        ax.legend(loc="lower left")
-    return fig
+        ax.set(title=FAMILY_LABELS[family])
+    np.atleast_1d(axes)[0].set_ylabel("score (macro-F1, N S V F)")
+    return finish(fig)
 
 
 def fig_starve(runs: pd.DataFrame, pair, scales):
@@ -392,7 +388,7 @@ def fig_starve(runs: pd.DataFrame, pair, scales):
 def fig_variety(runs: pd.DataFrame, pair, widths):
     """Overfitting gap and patient shift against the number of training patients at a fixed beat count, one
     line per family and width (fig-overfitting-variety)."""
-    from ..plots import FAMILY_COLORS, legend
+    from ..plots import FAMILY_COLORS, finish
     fig, axes = _plt().subplots(1, 2, figsize=(9, 4), sharex=True)
     for ax, (metric, label) in zip(axes, (OVERFIT, SHIFT)):
         s = stats.summarise(runs, ["family", "width", "n_patients"], metric, bounded=False)
@@ -403,21 +399,21 @@ def fig_variety(runs: pd.DataFrame, pair, widths):
             ax.fill_between(g["n_patients"], g["low"], g["high"], color=FAMILY_COLORS[family], alpha=0.12, lw=0)
         ax.axhline(0, color="0.4", lw=0.8)
         ax.set(xlabel="DS1 training patients (same number of beats)", ylabel=label, title=label)
-    legend(fig, axes)
-    return fig
+    return finish(fig)
 
 
-def _categories(runs: pd.DataFrame, x: str, order, pair, xlabels, metrics, xlabel: str, zero_on: int | None):
+def _categories(runs: pd.DataFrame, x: str, order, pair, xlabels, metrics, xlabel: str, zero_on: int | None,
+                rotation: float = 0):
     """Two panels of per-family CI points over the categories of `x` (regimes, splits, label sets)."""
-    from ..plots import legend
+    from ..plots import finish
     fig, axes = _plt().subplots(1, 2, figsize=(9, 4))
     for ax, (metric, label) in zip(axes, metrics):
         _ci_points(ax, stats.summarise(runs, ["family", x], metric), x, order, pair, xlabels)
         ax.set(xlabel=xlabel, ylabel=label, title=label)
+        ax.tick_params(axis="x", rotation=rotation)
     if zero_on is not None:
         axes[zero_on].axhline(0, color="0.4", lw=0.8)
-    legend(fig, axes)
-    return fig
+    return finish(fig)
 
 
 GAP, TEST_F1 = ("gap", "train − test score"), (f"test_{METRIC}", "test score")
@@ -427,10 +423,7 @@ TRAIN = (f"train_{METRIC}", "training score")
 
 def fig_regimes(reg_runs: pd.DataFrame, regimes: dict, pair):
     order = list(regimes)
-    fig = _categories(reg_runs, "regime", order, pair, order, [OVERFIT, TEST_F1], "regime", 0)
-    for ax in fig.axes:
-        ax.tick_params(axis="x", rotation=25)
-    return fig
+    return _categories(reg_runs, "regime", order, pair, order, [OVERFIT, TEST_F1], "regime", 0, rotation=25)
 
 
 def regime_text(reg_runs: pd.DataFrame, regimes: dict, n_epochs: dict) -> str:
@@ -462,7 +455,7 @@ def memo_curves(records: list[dict]) -> pd.DataFrame:
 
 
 def fig_memorisation(curves: pd.DataFrame):
-    from ..plots import FAMILY_COLORS
+    from ..plots import FAMILY_COLORS, finish
     fig, ax = _plt().subplots(figsize=(8.5, 4.5))
     for shuffled, ls in ((False, "-"), (True, "--")):
         s = stats.summarise(curves[curves["shuffled"] == shuffled], ["family", "epoch"], "train_f1")
@@ -473,8 +466,7 @@ def fig_memorisation(curves: pd.DataFrame):
             ax.fill_between(g["epoch"], g["low"], g["high"], color=c, alpha=0.15, lw=0)
     ax.set(title="Fitting true and random labels", xlabel="epoch", ylabel="training macro-F1 (running, per epoch)",
            ylim=(0, 1.02))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1))
-    return fig
+    return finish(fig, "no stored training history")
 
 
 def memorised(curves: pd.DataFrame) -> dict:
