@@ -13,6 +13,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import HTML, Markdown, display
 
+from .verdicts import MIN_RUNS
+
 # One colour per family, fixed, so "lstm" is the same colour in every chapter.
 FAMILY_ORDER = ["cnn", "rescnn", "tcn", "glucnn", "rnn", "lstm", "gru", "reslstm", "convlstm"]
 FAMILY_LABELS = {
@@ -58,7 +60,8 @@ def theme() -> None:
 def ci_lines(ax, summary: pd.DataFrame, x: str, hue: str = "family", y: str = "mean",
              low: str = "low", high: str = "high", logx: bool = False, labels: dict | None = None,
              colors: dict | None = None, marker: str = "o") -> None:
-    """Mean line per `hue` group with its 95% CI as a band; `summary` comes from stats.summarise."""
+    """Mean line per `hue` group with its 95% CI as a band; `summary` comes from stats.summarise. A point of fewer
+    than MIN_RUNS values gets no band: a t interval from two values is wider than the data and hides the lines."""
     labels = labels or FAMILY_LABELS
     colors = colors or FAMILY_COLORS
     used: dict = {}    # groups sharing a colour (two sizes of one family) differ in dash and marker
@@ -68,8 +71,9 @@ def ci_lines(ax, summary: pd.DataFrame, x: str, hue: str = "family", y: str = "m
         n = used[c] = used.get(c, -1) + 1 if c is not None else 0
         ax.plot(g[x], g[y], marker=marker if n == 0 else "sD^v"[(n - 1) % 4], ls=["-", "--", ":", "-."][n % 4],
                 color=c, label=labels.get(name, str(name)))
-        if g[low].notna().any():
-            ax.fill_between(g[x], g[low], g[high], color=c, alpha=0.18, linewidth=0)
+        few = g["n"] < MIN_RUNS if "n" in g else pd.Series(False, index=g.index)
+        if g[low].where(~few).notna().any():
+            ax.fill_between(g[x], g[low].where(~few), g[high].where(~few), color=c, alpha=0.18, linewidth=0)
     if logx:
         ax.set_xscale("log", base=2)
         value_ticks(ax, summary[x].unique())

@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from ecglib import models, plots
+import pandas as pd
 
 
 def test_every_family_has_its_own_colour_blind_safe_colour_that_reads_on_white():
@@ -124,3 +125,15 @@ def test_provenance_flags_runs_of_mixed_training_code(capsys):
         assert len(shown) == 1
     finally:
         monkey.undo()
+
+
+def test_ci_lines_draws_no_band_from_fewer_than_three_values():
+    """A t interval from two values spans orders of magnitude and hides every line; the mean alone is shown."""
+    import matplotlib.pyplot as plt
+    s = pd.DataFrame({"family": ["cnn"] * 2 + ["lstm"] * 2, "x": [1, 2] * 2, "mean": [1.0, 2.0, 1.5, 2.5],
+                      "low": [-50.0, -40.0, 1.4, 2.4], "high": [50.0, 40.0, 1.6, 2.6], "n": [2, 2, 5, 5]})
+    fig, ax = plt.subplots()
+    plots.ci_lines(ax, s, "x")
+    assert len(ax.lines) == 2 and len(ax.collections) == 1        # the lstm's band only
+    assert ax.get_ylim()[0] > -10
+    plt.close(fig)
