@@ -25,9 +25,13 @@ from ecglib import files
 
 # What decides how a run trains: these modules whole, and these functions of this one. code_version hashes their
 # code (docstrings and comments left out), so a store can tell runs of different training code apart.
-TRAINING_MODULES = ("data", "models", "train", "synthetic")
-TRAINING_FUNCTIONS = ("_subset", "load_splits", "validation_fold", "scored_classes", "make_datasets", "build",
-                      "execute")
+# The probes and their constants count too: they make the measurements a run stores beside its metrics.
+TRAINING_MODULES = ("data", "models", "train", "synthetic", "diagnostics")
+TRAINING_FUNCTIONS = ("_subset", "_stratified", "_capped", "load_splits", "_patients", "validation_fold",
+                      "scored_classes", "make_datasets", "build", "_metrics", "execute", "_evaluate_seen", "_fs",
+                      "_downsample", "_batch")   # and every _probe_* function
+TRAINING_CONSTANTS = ("TRAIN_EVAL_MAX", "CURVE_POINTS", "SALIENCY_PER_CLASS", "STATE_GRAD_BATCH", "STATE_GRAD_POINTS",
+                      "PROBES")
 
 
 def _code_digest(sources: dict[str, str]) -> str:
@@ -42,7 +46,10 @@ def _code_digest(sources: dict[str, str]) -> str:
     trees = {name: ast.parse(src) for name, src in sources.items()}
     own = trees.pop("experiments")
     parts = [strip(trees[m]) for m in TRAINING_MODULES]
-    parts += [strip(n) for n in own.body if isinstance(n, ast.FunctionDef) and n.name in TRAINING_FUNCTIONS]
+    parts += [strip(n) for n in own.body if isinstance(n, ast.FunctionDef)
+              and (n.name in TRAINING_FUNCTIONS or n.name.startswith("_probe_"))]
+    parts += [ast.dump(n) for n in own.body if isinstance(n, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id in TRAINING_CONSTANTS for t in n.targets)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 

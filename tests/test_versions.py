@@ -75,3 +75,21 @@ def test_same_results_sees_a_changed_evidence_flag():
     assert versions.same_results(a, {**a}) == []
     assert versions.same_results(a, {**a, "collapsed": "one class"}) == ["collapsed: None vs one class"]
     assert versions.same_results(a, {**a, "converged": False}) == ["converged: True vs False"]
+
+
+def test_code_version_moves_with_the_subsampling_the_probes_and_their_constants():
+    """What a run stores depends on more than the training loop: subsampling of the training split, the probes and
+    constants such as TRAIN_EVAL_MAX. A change to any of them must move the version; a comment must not."""
+    pkg = versions.files.ROOT / "ecglib"
+    src = {m: (pkg / f"{m}.py").read_text() for m in (*versions.TRAINING_MODULES, "experiments")}
+    base = versions._code_digest(src)
+    assert base == versions.code_version()
+    for old, new in [("TRAIN_EVAL_MAX = 5000", "TRAIN_EVAL_MAX = 4000"),
+                     ("def _capped(y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:",
+                      "def _capped(y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:\n    cap += 1"),
+                     ("def _probe_grad_states(model, datasets, config):",
+                      "def _probe_grad_states(model, datasets, config):\n    config = None")]:
+        assert old in src["experiments"], old
+        assert versions._code_digest({**src, "experiments": src["experiments"].replace(old, new, 1)}) != base, new
+    assert versions._code_digest({**src, "diagnostics": src["diagnostics"] + "\nX = 1\n"}) != base
+    assert versions._code_digest({**src, "experiments": src["experiments"] + "\n# a comment\n"}) == base
