@@ -86,6 +86,12 @@ def test_c12_reads_accuracy_from_usable_runs_and_a_failed_lstm_is_a_finding():
     # one collapsed hybrid seed drops out of the pair, the others still decide
     runs.loc[(runs["family"] == "convlstm") & (runs["seed"] == 0), "collapsed"] = True
     assert hy.best_models(runs)["convlstm"]["val_score"] == pytest.approx(0.7, abs=0.01)
+    # nothing usable at all (a smoke-sized book): no best model, and the published table still renders
+    runs["converged"] = False
+    assert hy.best_models(runs) == {} and hy.best_runs(runs, {}).empty
+    assert len(hy.published_table(runs, {}, 50)) == 2
+    v = hy.c12(runs, hy.training_speedup(length, NAMES), o, {}, NAMES, 16)
+    assert v.verdict == "inconclusive" and "accuracy inconclusive" in v.reason
 
 
 def test_sweeps_share_configs_and_check_the_pareto_crop():

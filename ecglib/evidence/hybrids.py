@@ -391,7 +391,9 @@ def best_models(runs: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def best_runs(runs: pd.DataFrame, best: dict) -> pd.DataFrame:
-    return pd.concat([runs[(runs["model"] == b["model"]) & (runs["crop_s"] == b["crop_s"])] for b in best.values()])
+    """The runs of the best models (none when no family has a usable run)."""
+    return pd.concat([runs.iloc[:0]] + [runs[(runs["model"] == b["model"]) & (runs["crop_s"] == b["crop_s"])]
+                                        for b in best.values()])
 
 
 def published_table(runs: pd.DataFrame, best: dict, fs) -> pd.DataFrame:
