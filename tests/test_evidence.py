@@ -76,6 +76,21 @@ def test_c1_supported_when_lstm_fits_worse_and_its_gradients_vanish():
     assert ev.c1(runs, grads, 2, 8).verdict == "refuted"
 
 
+def test_c1_reads_a_deep_lstm_that_failed_to_train_as_harder_to_train():
+    """Unusable runs never enter the loss difference; a deep LSTM with none usable, while the shallow LSTM and the
+    deep CNN trained, is the claim's finding, not a missing value. If the deep CNN failed too, nothing is said."""
+    runs = {k: df.assign(converged=True, collapsed=False) for k, df in table(SPEC).items()}
+    for df in runs.values():
+        df.loc[(df["family"] == "lstm") & (df["depth"] == 8), "collapsed"] = True
+    grads = pd.concat(runs.values())[["dataset", "family", "depth", "seed", "key"]].assign(layer_init=0.5)
+    v = ev.c1(runs, grads, 2, 8)
+    assert "harder to train supported (the LSTM failed to train at depth 8 (4 runs: 4 collapsed" in v.reason, v.reason
+    assert "gradients vanish more refuted" in v.reason     # read at initialisation, from every run
+    for df in runs.values():
+        df.loc[(df["family"] == "cnn") & (df["depth"] == 8), "converged"] = False
+    assert "harder to train inconclusive" in ev.c1(runs, grads, 2, 8).reason
+
+
 def record(family="lstm", depth=2, per_layer=1.0, per_step=0.01, steps=200):
     """A stored run whose grad_states matrix loses `per_layer` orders per layer (down the stack) and `per_step`
     orders per input sample (back in time), both from the readout at the top right."""
@@ -101,8 +116,10 @@ def test_both_edges_of_one_matrix_and_c8_from_them():
     assert ev.c8(grads, 8, runs).verdict == "refuted"            # 3.5 across layers ~ 3.7 across time: within 1
     recs = {f"k{s}": record("lstm", 8, per_layer=0.1 + 0.01 * s, per_step=0.02) for s in range(3)}
     assert ev.c8(ev.gradient_table(runs, recs), 8, runs).verdict == "supported"
-    # a run that did not converge is not read: too few runs left to decide
-    assert ev.c8(ev.gradient_table(runs, recs), 8, runs.assign(converged=[True, True, False])).verdict == "inconclusive"
+    # the gradient at initialisation is measured before training: a run that then failed to converge still counts
+    assert ev.c8(ev.gradient_table(runs, recs), 8, runs.assign(converged=[True, True, False])).verdict == "supported"
+    # a run without the measurement is not read: too few runs left to decide
+    assert ev.c8(ev.gradient_table(runs, recs).iloc[:2], 8, runs).verdict == "inconclusive"
 
 
 def test_grad_figures_survive_zeros_and_missing_families():

@@ -132,16 +132,30 @@ def _per_seed(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: in
 def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: int) -> Verdict:
     """Harder to train (LSTM's training-loss change with depth minus the CNN's, claimed above zero) and because
     gradients vanish across layers (deep LSTM's orders lost across its layers at init minus the deep CNN's, from
-    the one state-gradient matrix, claimed above zero). Usable runs only (protocol.usable)."""
+    the one state-gradient matrix, claimed above zero). The training losses come from usable runs only
+    (protocol.usable); a deep LSTM that failed to train while the deep CNN trained supports the first part; the
+    gradients at initialisation come from every run, since they are measured before training."""
     per, used = {}, []
-    for name, df in runs.items():
-        df = protocol.usable(df)
+    for name, all_runs in runs.items():
+        df = protocol.usable(all_runs)
         harder = _est(_per_seed(df, "lstm", "train_loss", shallow, deep) - _per_seed(df, "cnn", "train_loss", shallow, deep))
-        g = grads[(grads["dataset"] == name) & (grads["depth"] == deep) & grads["key"].isin(df["key"])]
+        # the gradient at initialisation is measured before training: every run has one, trained well or not
+        g = grads[(grads["dataset"] == name) & (grads["depth"] == deep) & grads["key"].isin(all_runs["key"])]
         vanish = _est(g[g["family"] == "lstm"].set_index("seed")["layer_init"]
                       - g[g["family"] == "cnn"].set_index("seed")["layer_init"])
+        at = lambda d, f, depth: d[(d["family"] == f) & (d["depth"] == depth)]
+        deep_lstm = at(all_runs, "lstm", deep)
+        if len(deep_lstm) and at(df, "lstm", deep).empty and len(at(df, "cnn", deep)) and len(at(df, "lstm", shallow)):
+            # the deep stack failed to train while the deep CNN and the shallow LSTM trained: a finding, not a gap
+            hard = Judgement("supported", f"the LSTM failed to train at depth {deep} ({len(deep_lstm)} runs: "
+                                          f"{int(deep_lstm['collapsed'].astype(bool).sum())} collapsed, "
+                                          f"{int((~deep_lstm['converged'].astype(bool)).sum())} unconverged) while "
+                                          f"it trained at depth {shallow} and the CNN at depth {deep}",
+                             math.nan, math.nan, math.nan, margin("C1", "train_loss").value, 0)
+        else:
+            hard = judge(*harder, margin("C1", "train_loss"), what="training-loss change, LSTM - CNN")
         per[DATASETS[name]] = all_of({
-            "harder to train": judge(*harder, margin("C1", "train_loss"), what="training-loss change, LSTM - CNN"),
+            "harder to train": hard,
             "gradients vanish more": judge(*vanish, margin("C1", "layer_decay"),
                                            what="orders of gradient lost across layers, LSTM - CNN"),
         })
@@ -188,8 +202,9 @@ def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verd
 
 
 def c8_effects(grads: pd.DataFrame, deep: int, when: str = "init") -> dict[str, dict]:
-    """Per dataset, paired by seed, in the same LSTM of `deep` layers (usable runs): orders of gradient lost
-    across the time steps of its top layer minus across its layers, both from its one matrix at `when`."""
+    """Per dataset, paired by seed, in the same LSTM of `deep` layers: orders of gradient lost across the time
+    steps of its top layer minus across its layers, both from its one matrix at `when`. Pass the runs to read: at
+    initialisation every run (measured before training), after training usable runs only."""
     out = {}
     for name in grads["dataset"].unique():
         g = grads[(grads["dataset"] == name) & (grads["family"] == "lstm") & (grads["depth"] == deep)].set_index("seed")
@@ -216,14 +231,15 @@ def c8_gradient(grads: pd.DataFrame, deep: int) -> dict[str, Judgement]:
 def c8(grads: pd.DataFrame, deep: int, runs: pd.DataFrame, lag: Judgement | None = None,
        lag_runs: pd.DataFrame | None = None) -> Verdict:
     """C8 from the one measure (per database) and, where given, the lag task's behavioural check; the settings
-    are combined (agreeing decisive verdicts stand, support against refutation depends on the setting)."""
-    usable = protocol.usable(runs)
-    per = c8_gradient(grads[grads["key"].isin(usable["key"])], deep)
+    are combined (agreeing decisive verdicts stand, support against refutation depends on the setting). The
+    gradient is measured at initialisation, before training, so every run counts, whether it then trained or not."""
+    measured = runs[runs["key"].isin(grads["key"])]
+    per = c8_gradient(grads[grads["key"].isin(measured["key"])], deep)
     if lag is not None:
         per["lag task"] = lag
     j = combine(per, headline=DATASETS["cinc2017"] if DATASETS["cinc2017"] in per else None)
-    used = usable[(usable["family"] == "lstm") & (usable["depth"] == deep)]
-    summary = c8_text(grads[grads["key"].isin(usable["key"])], deep) or f"No usable {deep}-layer LSTM run to measure."
+    used = measured[(measured["family"] == "lstm") & (measured["depth"] == deep)]
+    summary = c8_text(grads[grads["key"].isin(measured["key"])], deep) or f"No {deep}-layer LSTM run to measure."
     if lag is not None:
         summary += f" Lag task: {lag.reason}."
     return Verdict.of(j, claim="C8", chapter="depth", summary=summary,
