@@ -43,16 +43,16 @@ MARGINS: dict[str, dict[str, Margin]] = {
         "layer_decay": Margin(0.5, "log10", "half an order of magnitude: a factor ~3 between first and last layer, "
                                             "beyond what layer-size differences alone produce"),
     },
-    "C2": {"gap": Margin(0.02, _F1, "two points of macro-F1: about the seed-to-seed spread of a test score")},
+    "C2": {"gap": Margin(0.02, _SCORE, "two points of the score: about the seed-to-seed spread of a test score")},
     "C3": {"test_acc": Margin(0.05, "accuracy", "five points on a balanced two-class task, well clear of chance "
                                                 "fluctuations on its test set")},
     "C4": {"test_score": Margin(0.02, _SCORE, "two points of the test score: about the seed-to-seed spread of a "
                                              "test score")},
     "C5": {"spearman": Margin(0.3, "Spearman rho", "a moderate rank correlation (Cohen); weaker ones explain "
                                                    "under a tenth of the variation"),
-           "gap": Margin(0.02, _F1, "two points of macro-F1 of overfitting gap: about the seed-to-seed spread of a "
+           "gap": Margin(0.02, _SCORE, "two points of score of overfitting gap: about the seed-to-seed spread of a "
                                     "score, the same margin as C2's gap")},
-    "C6": {"gap": Margin(0.02, _F1, "two points of macro-F1: about the seed-to-seed spread of a test score")},
+    "C6": {"gap": Margin(0.02, _SCORE, "two points of the score: about the seed-to-seed spread of a test score")},
     "C7": {"test_acc": Margin(0.05, "accuracy", "five points on a balanced two-class task"),
            "chance": Margin(0.1, "accuracy", "a model blind to the pattern counts as at chance (0.5) unless it is "
                                              "ten points above it: the 'below 0.6' the features chapter stated before "
@@ -61,7 +61,7 @@ MARGINS: dict[str, dict[str, Margin]] = {
     "C8": {"orders": Margin(1.0, "log10", "one order of magnitude: a tenfold difference in gradient"),
            "acc_drop": Margin(0.05, "accuracy", "five points on the balanced two-class lag task, as for C3 and C7: "
                                                 "well clear of chance fluctuations on its test set")},
-    "C9": {"gap": Margin(0.02, _F1, "two points of macro-F1: about the seed-to-seed spread of a test score"),
+    "C9": {"gap": Margin(0.02, _SCORE, "two points of the score: about the seed-to-seed spread of a test score"),
            "test_score": Margin(0.02, _SCORE, "two points of test score lost would be a real price")},
     "C10": {"param_ratio": Margin(0.0, "ratio - 1", "an exact count: any excess is an excess")},
     "C11": {"score": Margin(0.02, "accuracy or macro-F1", "two points of test score: about the seed-to-seed "
