@@ -83,23 +83,6 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float, float]
     return k / n, float(ci.low), float(ci.high)
 
 
-def spearman_ci(x, y, level: float = 0.95, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float, int]:
-    """(rho, low, high, n): Spearman rank correlation with a seeded percentile bootstrap interval over pairs.
-
-    NaN pairs are dropped; n is the number of pairs used. rho is NaN when either variable is constant;
-    the interval is NaN when resamples have no rank correlation (constant values), whatever n is.
-    """
-    xy = pd.DataFrame({"x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float)}).dropna()
-    n = len(xy)
-    if n < 3 or xy["x"].nunique() < 2 or xy["y"].nunique() < 2:
-        return math.nan, math.nan, math.nan, n
-    rho = float(st.spearmanr(xy["x"], xy["y"]).statistic)
-    boot = st.bootstrap((xy["x"].to_numpy(), xy["y"].to_numpy()), lambda a, b: st.spearmanr(a, b).statistic,
-                        paired=True, vectorized=False, n_resamples=2000, confidence_level=level,
-                        method="percentile", rng=np.random.default_rng(seed))
-    return rho, float(boot.confidence_interval.low), float(boot.confidence_interval.high), n
-
-
 def _columns(df: pd.DataFrame, names: list[str], what: str) -> None:
     missing = [n for n in names if n not in df.columns]
     if missing:

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats as st
 
 from ecglib.stats import (FLOAT32_FLOOR, attenuation, bootstrap_ci, ci, is_bounded, mean_ci, paired_diff,
-                          spearman_ci, summarise, wilson_ci)
+                          summarise, wilson_ci)
 
 
 def test_mean_ci_is_the_t_interval():
@@ -87,15 +87,6 @@ def test_wilson_interval():
     assert math.isnan(wilson_ci(0, 0)[0])
     with pytest.raises(ValueError, match="k <= n"):
         wilson_ci(6, 5)
-
-
-def test_spearman_ci_says_how_many_pairs():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=12)
-    rho, low, high, n = spearman_ci(x, x + rng.normal(0, 0.3, 12))
-    assert n == 12 and 0 < low < rho < high <= 1
-    rho, low, high, n = spearman_ci(x, np.zeros(12))  # a constant variable (collapsed models, all gaps 0)
-    assert n == 12 and math.isnan(rho) and math.isnan(low)
 
 
 def test_paired_ratio_on_log_scale_and_missing_sides():
