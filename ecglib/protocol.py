@@ -173,19 +173,20 @@ def tune_lr(sweeps: dict[str, list], lrs, selection_seeds, executor: str = "loca
             runs)
 
 
-def is_usable(runs: pd.DataFrame) -> pd.Series:
+def is_usable(runs: pd.DataFrame, at_chance_ok: bool = False) -> pd.Series:
     """True for the runs a verdict may read: finished without diverging, converged, and not collapsed. A table
-    without one of these columns (a constructed one) is not judged on it."""
+    without one of these columns (a constructed one) is not judged on it. at_chance_ok keeps collapsed runs, for
+    a measure whose outcome is chance itself (a pattern the model cannot see)."""
     ok = runs["status"].eq("ok") if "status" in runs else pd.Series(True, index=runs.index)
-    for flag, good in (("collapsed", False), ("converged", True)):
+    for flag, good in (("collapsed", False), ("converged", True))[int(at_chance_ok):]:
         if flag in runs.columns:
             ok &= runs[flag].fillna(not good).astype(bool).eq(good)
     return ok
 
 
-def usable(runs: pd.DataFrame) -> pd.DataFrame:
+def usable(runs: pd.DataFrame, at_chance_ok: bool = False) -> pd.DataFrame:
     """The rows of `runs` that is_usable keeps."""
-    return runs[is_usable(runs)]
+    return runs[is_usable(runs, at_chance_ok)]
 
 
 def failed(runs: pd.DataFrame, by=("family", "depth"), tried: dict | None = None) -> pd.DataFrame:

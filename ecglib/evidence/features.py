@@ -219,15 +219,7 @@ def span_effects(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, span: int
     Runs that diverged or did not converge are left out; runs at chance are kept on purpose: here chance is the
     outcome measured (a blind CNN is at chance by design), not a training failure. Decisions from a few seeds use
     t intervals (stats.ci with bounded=False), as every verdict does."""
-    def finished(d):
-        keep = pd.Series(True, index=d.index)
-        if "status" in d:
-            keep &= d["status"].eq("ok")
-        if "converged" in d:
-            keep &= d["converged"].fillna(False).astype(bool)
-        return d[keep]
-
-    span_runs, generous_runs = finished(span_runs), finished(generous_runs)
+    span_runs, generous_runs = usable(span_runs, at_chance_ok=True), usable(generous_runs, at_chance_ok=True)
     s = span_runs[span_runs.span == span]
     cnn = s[s.family == "cnn"]
     blind = sorted(cnn[cnn.field == "blind"].depth.unique())
