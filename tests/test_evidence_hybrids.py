@@ -102,6 +102,19 @@ def test_sweeps_share_configs_and_check_the_pareto_crop():
         hy.sweeps(base, FAMILIES, [5, 10], 7, [4], [1], 4, 2)
 
 
+def test_only_the_longest_crop_carries_the_order_probe():
+    """The shorter crops stay probe-free, so their configs are the baselines chapter's (trained once)."""
+    base = dict(dataset="cinc2017", fs=50, width=8, epochs=1)
+    sw = hy.sweeps(base, FAMILIES, [5, 10, 20], 10, [4, 16], [1, 2], 4, 2, control_s=5, cnn_width=12,
+                   permute_s=[1, 2])
+    for c in sw["all"]:
+        assert (c.probes == ("permute",) or c.probes == ["permute"]) == (c.crop_s == 20), c
+        assert not c.probes or list(c.permute_s) == [1, 2]
+    assert {c.crop_s for c in sw["shallow"] + sw["control"] + sw["matched"]} == {20}
+    plain = hy.sweeps(base, FAMILIES, [5, 10, 20], 10, [4], [1], 4, 1)
+    assert all(not c.probes for c in plain["all"])
+
+
 def test_speed_tables_and_figures():
     speed = pd.DataFrame([{"repeat": r, "seconds": s, "model": m, "samples_per_s": v * (1 + 0.01 * r)}
                           for r in range(3) for s in (5, 10) for m, v in ((NAMES["lstm"], 10.0),

@@ -70,25 +70,30 @@ def matched_width(families: dict, width: int, fs, crop_s) -> int:
 
 
 def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shallow_cnn_depth, seeds,
-           control_s=None, cnn_width=None) -> dict:
+           control_s=None, cnn_width=None, permute_s=None) -> dict:
     """length: the contenders at every crop; front: the hybrid's pooling x depth grid at crop_s; shallow: a residual
     CNN with a shorter receptive field at the longest crop (the order probe's second prediction); at the longest
     crop too, control: the hybrid and the CNN trained and tested on segments of control_s seconds shuffled, and
-    matched: the CNN at width cnn_width (matched compute); all: each once."""
+    matched: the CNN at width cnn_width (matched compute); all: each once. Every run at the longest crop carries
+    the order probe (permute at permute_s); the shorter crops leave it out, so their configs equal the baselines
+    chapter's and are trained once for both chapters."""
     if crop_s not in crops_s:
         raise ValueError(f"crop_s={crop_s} must be one of crops_s={crops_s}: the Pareto plot compares all families there")
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     longest = max(crops_s)
-    length = [c for f in families.values() for c in experiments.sweep({**base, **f}, crop_s=list(crops_s), seed=seeds)]
+    at_longest = {"crop_s": longest, **({"probes": ["permute"], "permute_s": list(permute_s)} if permute_s else {})}
+    length = [c for f in families.values() for crop in crops_s
+              for c in experiments.sweep({**base, **f, **(at_longest if crop == longest else {"crop_s": crop})},
+                                         seed=seeds)]
     hybrid = {k: v for k, v in families["convlstm"].items() if k not in ("depth", "pool")}
-    front = experiments.sweep({**base, **hybrid, "crop_s": crop_s}, pool=list(pools), depth=list(lstm_depths), seed=seeds)
-    shallow = experiments.sweep({**base, **families["rescnn"], "depth": shallow_cnn_depth, "crop_s": longest},
-                                seed=seeds)
+    front = experiments.sweep({**base, **hybrid, **(at_longest if crop_s == longest else {"crop_s": crop_s})},
+                              pool=list(pools), depth=list(lstm_depths), seed=seeds)
+    shallow = experiments.sweep({**base, **families["rescnn"], "depth": shallow_cnn_depth, **at_longest}, seed=seeds)
     control = [] if control_s is None else [
         c for f in ("convlstm", "rescnn")
-        for c in experiments.sweep({**base, **families[f], "crop_s": longest, "shuffle_s": control_s}, seed=seeds)]
+        for c in experiments.sweep({**base, **families[f], **at_longest, "shuffle_s": control_s}, seed=seeds)]
     matched = [] if cnn_width is None else experiments.sweep(
-        {**base, **families["rescnn"], "width": cnn_width, "crop_s": longest}, seed=seeds)
+        {**base, **families["rescnn"], "width": cnn_width, **at_longest}, seed=seeds)
     return {"length": length, "front": front, "shallow": shallow, "control": control, "matched": matched,
             "all": list(dict.fromkeys(length + front + shallow + control + matched))}   # one training per config
 
@@ -294,9 +299,12 @@ def pareto_table(p: pd.DataFrame) -> pd.DataFrame:
 # ---- 4. order ----
 
 def permutation_drops(runs: pd.DataFrame, records: dict) -> pd.DataFrame:
-    """One row per run and segment length: drop = intact minus shuffled test macro-F1 (the permute probe)."""
+    """One row per run and segment length: drop = intact minus shuffled test macro-F1 (the permute probe). Runs
+    without the probe (the shorter crops) have no row."""
     perm = []
     for k, r in runs.set_index("key").iterrows():
+        if "permute" not in records[k]["probes"]:
+            continue
         scales = pd.DataFrame(records[k]["probes"]["permute"]).astype({"macro_f1": float})  # null (diverged) -> NaN
         perm.append(scales.assign(key=k, model=r["model"], family=r["family"], crop_s=r["crop_s"], seed=r["seed"],
                                   permute_s=scales["seconds"], drop=r["test_macro_f1"] - scales["macro_f1"]))
