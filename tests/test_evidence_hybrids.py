@@ -196,3 +196,21 @@ def test_flops_count_the_recurrent_layers_by_hand():
         layer1 = 2 * gates * h * (1 + h) * steps
         layer2 = 2 * gates * h * (h + h) * steps
         assert flops_per_sample(build_model(family, 2, h, n_classes=classes), steps) == layer1 + layer2 + head
+
+
+def test_sampling_rate_sweep_and_table():
+    base = dict(dataset="cinc2017", fs=50, width=8, epochs=1)
+    sw = hy.sweeps(base, FAMILIES, [5, 10], 10, [4], [1], 4, 2, rates=[25, 50, 100])
+    assert sorted({c.fs for c in sw["rate"]}) == [25, 50, 100] and {c.family for c in sw["rate"]} == {"rescnn"}
+    # 50 Hz at crop 10 is the length sweep's residual CNN: trained once
+    assert len(sw["all"]) == len(set(sw["all"])) and sum(c.fs == 50 for c in sw["rate"]) == 2
+    assert all(c in sw["length"] for c in sw["rate"] if c.fs == 50)
+    runs = pd.DataFrame([{"key": f"{fs}-{s}", "fs": fs, "seed": s, "status": "ok", "converged": True,
+                          "collapsed": False, "test_score": {25: 0.60, 50: 0.70, 100: 0.72}[fs] + 0.01 * s}
+                         for fs in (25, 50, 100) for s in range(3)])
+    t = hy.rate_table(runs, 50)
+    assert list(t["fs"]) == [25, 50, 100] and t["seeds"].tolist() == [3, 3, 3]
+    assert t.loc[0, "minus 50 Hz"].startswith("-0.100") and t.loc[1, "minus 50 Hz"].startswith("0.000")
+    assert "best at 100 Hz" in hy.rate_text(t, 50)
+    runs["converged"] = False   # nothing usable: said, not crashed
+    assert "No usable run" in hy.rate_text(hy.rate_table(runs, 50), 50)

@@ -70,11 +70,12 @@ def matched_width(families: dict, width: int, fs, crop_s) -> int:
 
 
 def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shallow_cnn_depth, seeds,
-           control_s=None, cnn_width=None, permute_s=None) -> dict:
+           control_s=None, cnn_width=None, permute_s=None, rates=None) -> dict:
     """length: the contenders at every crop; front: the hybrid's pooling x depth grid at crop_s; shallow: a residual
     CNN with a shorter receptive field at the longest crop (the order probe's second prediction); at the longest
     crop too, control: the hybrid and the CNN trained and tested on segments of control_s seconds shuffled, and
-    matched: the CNN at width cnn_width (matched compute); all: each once. Every run at the longest crop carries
+    matched: the CNN at width cnn_width (matched compute); rate: the residual CNN at crop_s and each sampling rate
+    of `rates` (Hz; what rate the task needs); all: each once. Every run at the longest crop carries
     the order probe (permute at permute_s); the shorter crops leave it out, so their configs equal the baselines
     chapter's and are trained once for both chapters."""
     if crop_s not in crops_s:
@@ -94,8 +95,11 @@ def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shal
         for c in experiments.sweep({**base, **families[f], **at_longest, "shuffle_s": control_s}, seed=seeds)]
     matched = [] if cnn_width is None else experiments.sweep(
         {**base, **families["rescnn"], "width": cnn_width, **at_longest}, seed=seeds)
+    rate = [] if not rates else experiments.sweep(
+        {**base, **families["rescnn"], **(at_longest if crop_s == longest else {"crop_s": crop_s})},
+        fs=list(rates), seed=seeds)
     return {"length": length, "front": front, "shallow": shallow, "control": control, "matched": matched,
-            "all": list(dict.fromkeys(length + front + shallow + control + matched))}   # one training per config
+            "rate": rate, "all": list(dict.fromkeys(length + front + shallow + control + matched + rate))}
 
 
 def epoch_mean(record: dict, field: str) -> float:
@@ -258,6 +262,28 @@ def length_text(length_runs: pd.DataFrame, model_names: dict) -> str:
     return f"At {longest:g} s crops: " + "; ".join(
         f"{n} test challenge F1 {fmt_ci(*f1.loc[n, ['mean', 'low', 'high']])} at {t.loc[n, 'mean']:.1f} s per epoch"
         for f, n in model_names.items() if f != "shallow" and n in f1.index) + "."
+
+
+def rate_table(rate_runs: pd.DataFrame, fs) -> pd.DataFrame:
+    """Test challenge F1 of the residual CNN per sampling rate (usable runs, mean and 95% CI over seeds), and its
+    difference from the rate the chapter trains at (`fs`), paired by seed."""
+    ok = protocol.usable(rate_runs)
+    t = stats.summarise(ok, ["fs"], "test_score").rename(columns={"n": "seeds"})
+    diffs = [stats.paired_diff(ok, "fs", "test_score", f, fs, missing="nan").iloc[0] if f != fs
+             else pd.Series({"mean": 0.0, "low": 0.0, "high": 0.0}) for f in t["fs"]]
+    return t.assign(**{f"minus {fs:g} Hz": [fmt_ci(d["mean"], d["low"], d["high"]) for d in diffs]})
+
+
+def rate_text(table: pd.DataFrame, fs) -> str:
+    """Which rates score within the CI of the chapter's rate, in words."""
+    if table.empty or table["mean"].isna().all():
+        return "*No usable run of the sampling-rate sweep.*"
+    best = table.loc[table["mean"].idxmax()]
+    return (f"The residual CNN scores best at {best['fs']:g} Hz (test challenge F1 "
+            f"{fmt_ci(best['mean'], best['low'], best['high'])}); the table gives each rate's difference from "
+            f"{fs:g} Hz, the rate this chapter and the baselines train at, paired by seed. A difference whose interval "
+            f"excludes zero means the rate matters at this crop length; the kernel is the same number of samples at "
+            f"every rate, so a higher rate also narrows the CNN's receptive field in seconds.")
 
 
 def pareto(runs: pd.DataFrame, crop_s) -> pd.DataFrame:
