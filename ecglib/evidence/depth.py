@@ -613,7 +613,8 @@ def fig_lag(runs: pd.DataFrame, fixed_lag: int):
 # ---- families built alike: normalisation as an ablation ----
 
 def norm_sweep(base: dict, conv_depths, rnn_depths, seeds) -> list:
-    """The plain CNN without batch norm and the LSTM with LayerNorm between layers, at the depth sweep's depths."""
+    """The plain CNN without batch norm and the LSTM with LayerNorm between layers, at the given depths (the depth
+    chapter passes its compare_depths: the ablation table reads only the shallow and the deep end)."""
     return (depth_sweep({**base, "norm": "none"}, ["cnn"], [], conv_depths, [], seeds)
             + depth_sweep({**base, "norm": "layer"}, [], ["lstm"], [], rnn_depths, seeds))
 
