@@ -173,6 +173,16 @@ def tune_lr(sweeps: dict[str, list], lrs, selection_seeds, executor: str = "loca
             runs)
 
 
+def vary_at_tuned_lr(configs: list, field: str, values, lrs, selection_seeds, executor: str = "local",
+                     fresh: bool = False, progress: bool = True) -> list:
+    """`configs` at the learning rate tune_lr chooses for each point, followed by the same configs with `field` set to
+    each of `values` at that rate. For a change to the data, not the model (the labels trained on, RR context): the
+    paired runs differ in `field` alone, and the rate is chosen without the variant, on the reference configs, whose
+    selection runs a shared sweep (the depth sweep, when `configs` are on its base) already holds."""
+    tuned = tune_lr({"reference": list(configs)}, lrs, selection_seeds, executor, fresh, progress)[0]["reference"]
+    return tuned + [ex.RunConfig(**{**c.to_dict(), field: v}) for v in values for c in tuned]
+
+
 def is_usable(runs: pd.DataFrame, at_chance_ok: bool = False) -> pd.Series:
     """True for the runs a verdict may read: finished without diverging, converged, and not collapsed. A table
     without one of these columns (a constructed one) is not judged on it. at_chance_ok keeps collapsed runs, for

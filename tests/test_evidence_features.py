@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecglib import models
+from ecglib import experiments, models
 from ecglib.evidence import features as fe
 
 matplotlib.use("Agg")
@@ -254,3 +254,26 @@ def test_depth_needed_figure_says_why_it_is_empty():
     fig.canvas.draw()
     assert all(float(t).is_integer() for t in ax.get_yticks() if min(ax.get_ylim()) <= t <= max(ax.get_ylim()))
     plt.close(fig)
+
+
+def test_generous_runs_can_be_read_by_the_verdicts():
+    """Early stopping off means patience None: with patience = epochs no run could ever count as converged (its best
+    epoch would have to come `epochs` epochs before its last), so the generous budget would never reach C7."""
+    from ecglib import train
+    configs = fe.generous_sweep(fe.syn_base(64, 100, 5, 16, None), 400, 20, [3], [0, 1])
+    assert len(configs) == 2 and all(c.patience is None and c.epochs == 20 and c.n_train == 400 for c in configs)
+    history = [{}] * 20
+    assert train.converged(history, best_epoch=12, patience=configs[0].patience)
+    assert not train.converged(history, best_epoch=12, patience=20)     # the old setting: unreadable
+
+
+def test_rr_pairs_differ_in_their_input_alone():
+    """Without an lr grid the pair runs at the base's rate; the runs without RR context are the base's own configs."""
+    base = {"dataset": "mitdb", "fs": 90, "width": 8}
+    configs = fe.rr_sweep(base, {"cnn": 4, "lstm": 1}, [0, 1])
+    plain, ctx = [c for c in configs if not c.rr], [c for c in configs if c.rr]
+    assert len(plain) == len(ctx) == 4
+    assert {c.key for c in plain} == {c.key for f, d in (("cnn", 4), ("lstm", 1))
+                                      for c in experiments.sweep({**base, "family": f, "depth": d}, seed=[0, 1])}
+    for a, b in zip(plain, ctx):
+        assert {k for k, v in a.to_dict().items() if b.to_dict()[k] != v} == {"rr"}

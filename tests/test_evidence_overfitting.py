@@ -118,9 +118,11 @@ def test_chapter_parameters_fail_before_training():
     good = dict(pair=PAIR, depths=[2, 8], pair_depth=2, regimes={"a": {}, "b": {}}, starve_scales=[0.0],
                 widths=[8, 64], patients=[2])
     ov.check_params(**good)
+    ov.check_params(**good, variety_families=["cnn"])   # the LSTM beside C6 is optional
     for bad, match in ((dict(depths=[8, 2]), "shallow < deep"), (dict(pair_depth=4), "contain pair_depth 4"),
                        (dict(regimes={"a": {}}), "needs a reference"), (dict(starve_scales=[1.0]), "in \\[0, 1\\)"),
-                       (dict(widths=[8]), "widths needs two")):
+                       (dict(widths=[8]), "widths needs two"),
+                       (dict(variety_families=["lstm"]), "must include cnn")):
         with pytest.raises(ValueError, match=match):
             ov.check_params(**{**good, **bad})
 
@@ -174,3 +176,12 @@ def test_flow_ratio_reads_gradients_per_weight_from_a_stored_record():
     record = {"config": config, "classes": list("NSVFQ"),
               "history": [{"grad_norms": {f"layers.{i}": n ** 0.5 for i, n in enumerate(sizes)}}] * 2}
     assert sizes[0] < sizes[1] and abs(ov.flow_ratio(record)) < 1e-9
+
+
+def test_describe_names_the_control_seeds_and_the_noise_depth():
+    own = {"fs": 90, "train_fraction": 0.1, "seen_holdout": 0.2, "epochs": 40, "patience": 5, "width": 32}
+    cinc = {"fs": 50, "crop_s": 10.0, "train_fraction": 0.3}
+    text = ov.describe("default", 5, own, cinc, [2, 4], 2, control_seeds=3, noise_depth=1)
+    assert "5 seed(s) per configuration (3 in experiments 7 and 8" in text and "Label noise: depth 1," in text
+    plain = ov.describe("default", 5, own, cinc, [2, 4], 2)
+    assert "experiments 7 and 8" not in plain and "Label noise: depth 2," in plain

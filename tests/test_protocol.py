@@ -158,6 +158,27 @@ def test_tune_lr_selects_per_point_with_the_selection_seeds_and_reuses_them(monk
     assert protocol.tune_lr(sweeps, [], [0])[0] is sweeps                          # no grid: nothing to choose
 
 
+def test_a_data_variant_runs_at_the_rate_chosen_for_its_reference(monkeypatch):
+    """RR context or noisy labels change the data, not the model: the rate is chosen on the reference configs only
+    (the variant never enters selection), and each variant run pairs with a reference run that differs in that field
+    alone, so a shared sweep's tuned runs are reused as the reference."""
+    trained = []
+
+    def run_sweep(configs, **kw):
+        trained.extend(configs)
+        return fake_runs(configs, lambda d: {1e-3: 0.4, 1e-2: 0.6}[d["lr"]] + 0.01 * d["seed"], lambda d: 0.0)
+
+    monkeypatch.setattr(ex, "run_sweep", run_sweep)
+    ref = ex.sweep({"dataset": "mitdb", "depth": 2}, family=["cnn", "lstm"], seed=[0, 1, 2])
+    out = protocol.vary_at_tuned_lr(ref, "rr", [True], [1e-3, 1e-2], [0])
+    assert not any(c.rr for c in trained) and len(trained) == 2 * 2          # points x rates, reference only
+    assert len(out) == 12 and {c.lr for c in out} == {1e-2}
+    tuned = protocol.tune_lr({"r": ref}, [1e-3, 1e-2], [0])[0]["r"]
+    assert [c.key for c in out[:6]] == [c.key for c in tuned]               # the reference: the tuned sweep itself
+    for a, b in zip(out[:6], out[6:]):
+        assert {k for k, v in a.to_dict().items() if b.to_dict()[k] != v} == {"rr"}
+
+
 def test_selection_never_picks_a_rate_whose_runs_the_verdicts_cannot_read(monkeypatch):
     """lr 1e-2 scores best on validation but every run of it collapsed: it would win, then leave no usable run."""
     def run_sweep(configs, **kw):

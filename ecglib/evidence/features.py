@@ -152,8 +152,11 @@ def span_sweep(base: dict, cnn_depths, tcn_depths, spans, seeds) -> list:
 
 
 def generous_sweep(base: dict, n_train, epochs, spans, seeds) -> list:
-    """The one-layer LSTM with a generous budget (early stopping off): failing to learn, or too little budget?"""
-    return experiments.sweep({**base, "n_train": n_train, "epochs": epochs, "patience": epochs},
+    """The one-layer LSTM with a generous budget (early stopping off): failing to learn, or too little budget?
+    patience None, not `epochs`: a run with patience p counts as converged only if its best epoch came p epochs before
+    its last, which no run of `epochs` epochs can meet, so none would be usable; without early stopping the run is
+    judged converged when its best epoch came train.NO_PATIENCE_GAP epochs before the last."""
+    return experiments.sweep({**base, "n_train": n_train, "epochs": epochs, "patience": None},
                              family=["lstm"], depth=[1], span=list(spans), seed=list(seeds))
 
 
@@ -756,10 +759,13 @@ def c11_layers(need: pd.DataFrame, runs: pd.DataFrame) -> Verdict:
                                   "bound)" if cens else "") + "."))
 
 
-def rr_sweep(base: dict, depths: dict[str, int], seeds) -> list:
-    """Each family at its depth on MIT-BIH with and without the RR-interval channels (data.rr_features)."""
-    return [c for f, d in depths.items() for c in experiments.sweep({**base, "family": f, "depth": d},
-                                                                    rr=[False, True], seed=list(seeds))]
+def rr_sweep(base: dict, depths: dict[str, int], seeds, lrs=(), lr_seeds=(), executor="local", fresh=False) -> list:
+    """Each family at its depth on MIT-BIH without and with the RR-interval channels (data.rr_features), both at the
+    learning rate protocol.tune_lr chooses without them (on the depth sweep's base: that sweep's choice and runs), so
+    the pair differs in its input alone. No lrs: the base's rate."""
+    from .. import protocol
+    plain = [c for f, d in depths.items() for c in experiments.sweep({**base, "family": f, "depth": d}, seed=list(seeds))]
+    return protocol.vary_at_tuned_lr(plain, "rr", [True], lrs, lr_seeds, executor, fresh, progress=False)
 
 
 def rr_table(runs: pd.DataFrame, families=("cnn", "lstm")) -> pd.DataFrame:

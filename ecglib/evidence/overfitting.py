@@ -230,7 +230,8 @@ def c9(reg_runs: pd.DataFrame, regimes: dict) -> Verdict:
 
 # ---- the chapter's settings, sweeps, texts and figures (each figure one named function) ----
 
-def check_params(pair, depths, pair_depth: int, regimes: dict, starve_scales, widths, patients) -> None:
+def check_params(pair, depths, pair_depth: int, regimes: dict, starve_scales, widths, patients,
+                 variety_families=("cnn", "lstm")) -> None:
     """Fail before training on parameters the chapter cannot use, naming the parameter and the fix."""
     if sorted(pair) != ["cnn", "lstm"]:
         raise ValueError(f"pair must be [cnn, lstm] (C2 compares them), got {pair}")
@@ -243,15 +244,21 @@ def check_params(pair, depths, pair_depth: int, regimes: dict, starve_scales, wi
         raise ValueError(f"starve_scales must be rate scales in [0, 1) (1 is the reference), got {starve_scales}")
     if len(set(widths)) < 2 or len(set(patients)) < 1:
         raise ValueError(f"widths needs two or more values and patients one or more; got {widths}, {patients}")
+    if "cnn" not in variety_families or not set(variety_families) <= set(pair):
+        raise ValueError(f"variety_families must include cnn (C6 reads it) and come from {pair}; got {variety_families}")
 
 
-def describe(profile: str, seeds: int, base: dict, cinc_base: dict, depths, pair_depth: int) -> str:
-    return (f"Profile **{profile}**: {seeds} seed(s) per configuration. This chapter's own MIT-BIH runs: beats at "
+def describe(profile: str, seeds: int, base: dict, cinc_base: dict, depths, pair_depth: int,
+             control_seeds: int | None = None, noise_depth: int | None = None) -> str:
+    controls = (f" ({control_seeds} in experiments 7 and 8, on which no verdict rests)"
+                if control_seeds and control_seeds != seeds else "")
+    return (f"Profile **{profile}**: {seeds} seed(s) per configuration{controls}. This chapter's own MIT-BIH runs: beats at "
             f"{base['fs']:g} Hz, {base.get('train_fraction', 1):.0%} of the DS1 training beats with the last "
             f"{base['seen_holdout']:.0%} of each training record held out as seen-patient beats, at most "
             f"{base['epochs']} epochs with early stopping after {base['patience']} without a better validation score; "
             f"a CNN and an LSTM at depths {depths[0]} and {depths[1]}, width {base['width']}, each tuned by the "
-            f"protocol's selection; the later experiments use depth {pair_depth}. Label noise: CinC 2017 at "
+            f"protocol's selection; the later experiments use depth {pair_depth}. Label noise: depth "
+            f"{noise_depth or pair_depth}, CinC 2017 at "
             f"{cinc_base['fs']:g} Hz, {cinc_base['crop_s']:g} s crops, {cinc_base['train_fraction']:.0%} of the "
             "training records.")
 
