@@ -20,11 +20,12 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
 from ecglib import files
-from ecglib.experiments import check_executor, describe_store
+from ecglib.experiments import RUNS_LOG, STORE_ONLY, check_executor, describe_store
 from ecglib.files import ROOT
 RESERVED = ("profile", "executor", "fresh")   # every notebook chapter declares these; build() sets them
 LOG_TAIL = 40
@@ -178,8 +179,11 @@ def _check_value(where: str, chapter: str, name: str, value, default):
     return value
 
 
-def _plan(root: Path, profile: str, chapters, overrides, executor, fresh, render) -> tuple[list[str], dict[str, dict]]:
+def _plan(root: Path, profile: str, chapters, overrides, executor, fresh, render,
+          store_only: bool = False) -> tuple[list[str], dict[str, dict]]:
     """Validate everything; return the chapters to execute and each one's parameters."""
+    if fresh and store_only:
+        raise ValueError("--fresh retrains every run and --store-only trains none: pass one of them")
     available = notebook_chapters(root)
     sections = load_profile(profile, root)
     if executor is not None:
@@ -227,11 +231,13 @@ def _write_json(path: Path, data) -> None:
         json.dump(data, f, indent=1)
 
 
-def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
+def execute_chapter(name: str, parameters: dict, root=ROOT, store_only: bool = False) -> float:
     """papermill one chapter into _executed/<name>.ipynb; the failing cell's error becomes a ChapterError.
 
     papermill writes as it goes, so it writes <name>.partial.ipynb, renamed only when every cell ran:
-    a failed or killed chapter never leaves a notebook that a later build would take as done."""
+    a failed or killed chapter never leaves a notebook that a later build would take as done. The kernel lists
+    the stored runs it reads in _executed/<name>.runs.txt (experiments.RUNS_LOG), renamed with the notebook;
+    `store_only` makes its sweeps refuse to train (experiments.STORE_ONLY)."""
     import jupytext
     import nbformat
     import papermill as pm
@@ -242,18 +248,25 @@ def execute_chapter(name: str, parameters: dict, root=ROOT) -> float:
     out.parent.mkdir(exist_ok=True)
     nb = jupytext.read(root / "chapters" / f"{name}.md")
     hide_parameters(nb)
+    runs_log = out.with_suffix(".runs.txt")
+    runs_log.write_text("")
+    # The kernel inherits os.environ; patched only while this chapter runs, so nothing leaks into the caller.
+    env = {RUNS_LOG: str(runs_log), **({STORE_ONLY: "1"} if store_only else {})}
     t0 = time.time()
     try:
-        executed = pm.execute_notebook(nb, out, parameters=parameters,
-                            cwd=root, progress_bar=False,
-                            # ipykernel's start-up warning about TCP would otherwise land in the first cell's output
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        with mock.patch.dict(os.environ, env):
+            executed = pm.execute_notebook(nb, out, parameters=parameters,
+                                           cwd=root, progress_bar=False,
+                                           # ipykernel's start-up warning about TCP would otherwise land in the
+                                           # first cell's output
+                                           extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except pm.PapermillExecutionError as e:
         trace = _strip_ansi("\n".join(e.traceback)).strip().splitlines()[-LOG_TAIL:]
         raise ChapterError(f"chapter {name!r} failed at In[{e.exec_count}]: {e.ename}: {e.evalue}\n"
                            + "\n".join(trace) + f"\n(the partly executed notebook is {out})") from None
     hide_parameters(executed)
     nbformat.write(executed, out)
+    os.replace(runs_log, done.with_suffix(".runs.txt"))
     os.replace(out, done)
     return time.time() - t0
 
@@ -290,14 +303,16 @@ def export_ledger(html: Path, runtimes_path: Path) -> list[Path]:
 
 
 def build(profile: str = "default", chapters=None, overrides=None, executor=None, fresh: bool = False,
-          render: bool = True, root=None, dry_run: bool = False) -> Path:
+          render: bool = True, root=None, dry_run: bool = False, store_only: bool = False) -> Path:
     """Execute the chapters (all, or `chapters`) with `profile` + `overrides`, then render the book.
 
     `overrides` maps parameter names to values; strings are read as YAML ("5" -> 5, "[1,2]" -> a list).
     `dry_run` validates everything and prints what would execute, with which parameters, and stops.
+    `store_only` renders from the results store and trains nothing: a chapter that needs a missing run fails,
+    naming it (experiments.StoreOnlyError).
     Returns the book's index.html (or the _executed folder when render=False or dry_run)."""
     root = Path(root or ROOT).resolve()
-    run, params = _plan(root, profile, chapters, overrides, executor, fresh, render)
+    run, params = _plan(root, profile, chapters, overrides, executor, fresh, render, store_only)
     if dry_run:
         for name in run:
             print(f"{name}: " + ", ".join(f"{k}={v!r}" for k, v in params[name].items()), flush=True)
@@ -308,9 +323,10 @@ def build(profile: str = "default", chapters=None, overrides=None, executor=None
     runtimes_path = root / "_executed" / "runtimes.json"
     for i, name in enumerate(run, 1):
         print(f"[{i}/{len(run)}] {name}: executing with the {profile} profile ...", flush=True)
-        seconds = execute_chapter(name, params[name], root)
+        seconds = execute_chapter(name, params[name], root, store_only)
         runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
-        runtimes[name] = {"seconds": round(seconds, 1), "profile": profile,
+        runtimes[name] = {"seconds": round(seconds, 1), "profile": profile, "store_only": store_only,
+                          "parameters": params[name],
                           "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         _write_json(runtimes_path, runtimes)
         print(f"[{i}/{len(run)}] {name}: done in {seconds:.0f} s", flush=True)

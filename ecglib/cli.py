@@ -49,6 +49,7 @@ def _build(args) -> int:
         fresh=args.fresh,
         render=not args.no_render,
         dry_run=args.dry_run,
+        store_only=args.store_only,
     )
     return 0
 
@@ -123,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
                     help="override a chapter parameter (YAML value), e.g. -p seeds 5")
     bu.add_argument("--executor", default=None, choices=["local", "process", "ray"])
     bu.add_argument("--fresh", action="store_true", help="retrain even runs already in the store")
+    bu.add_argument("--store-only", action="store_true",
+                    help="render from the results store, training nothing: a chapter that needs a missing run fails")
     bu.add_argument("--no-render", action="store_true", help="execute chapters only")
     bu.add_argument("--dry-run", action="store_true",
                     help="validate, print which chapters would execute with which parameters, and stop")

@@ -45,6 +45,9 @@ EXECUTORS = ("local", "process", "ray")
 TRAIN_EVAL_MAX = 5000   # train metrics on a subsample: enough for train/test gaps, cheap on CinC
 CURVE_POINTS = 512      # curves kept in the store are downsampled to at most this many points
 SALIENCY_PER_CLASS = 4
+# Set by book.build for a chapter's kernel (which inherits the environment):
+RUNS_LOG = "ECGLIB_RUNS_LOG"        # a file the keys of the stored runs the chapter reads are appended to
+STORE_ONLY = "ECGLIB_STORE_ONLY"    # "1": run_sweep trains nothing; a missing run is a StoreOnlyError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -759,15 +762,37 @@ def load_records(configs=None, store=None) -> list[dict]:
         paths = sorted(d.glob("*.json"))
     else:
         paths = [d / f"{c.key}.json" for c in _unique(configs)]
-    return [r for r in map(read_record, paths) if r is not None]
+    records = [r for r in map(read_record, paths) if r is not None]
+    if configs is not None:   # a read of the whole store (an inventory) is no run a chapter rests on
+        _log_runs(records)
+    return records
+
+
+_logged: dict[str, set] = {}   # RUNS_LOG path -> keys this process has written to it
+
+
+def _log_runs(records: list[dict]) -> None:
+    """Append the keys of `records` to the file RUNS_LOG names, each once: every run a chapter loads or trains
+    goes through load_records, so a book build can charge each chapter with the runs (and compute) it rests on."""
+    path = os.environ.get(RUNS_LOG)
+    if not path:
+        return
+    if not os.path.exists(path) or not os.path.getsize(path):
+        _logged[path] = set()   # a new (or emptied) log: every key goes in again
+    seen = _logged.setdefault(path, set())
+    new = [r["key"] for r in records if r["key"] not in seen]
+    if new:
+        with open(path, "a") as f:
+            f.writelines(f"{k}\n" for k in new)
+        seen.update(new)
 
 
 _METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1", "score")]
 # Blocks newer records may hold (NaN where a record has none): seen (config.seen_holdout), train.weighted_loss.
 _OPTIONAL_COLUMNS = [f"seen_{m}" for m in ("loss", "acc", "macro_f1", "score")] + ["train_weighted_loss"]
 _RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "converged", "collapsed", "collapse",
-                "n_params", "receptive_field", *_METRIC_COLUMNS, *_OPTIONAL_COLUMNS, "wall_s", "device", "commit",
-                "code", "finished_at"]
+                "n_params", "receptive_field", *_METRIC_COLUMNS, *_OPTIONAL_COLUMNS, "wall_s", "train_s", "threads",
+                "device", "commit", "code", "finished_at"]
 
 
 def _row(r: dict) -> dict:
@@ -783,7 +808,8 @@ def _row(r: dict) -> dict:
         v = r.get(block, {}).get(m)
         row[column] = np.nan if v is None else v
     p = r["provenance"]
-    row.update(wall_s=p["wall_s"], device=p["device"], commit=p["commit"], finished_at=p["finished_at"],
+    row.update(wall_s=p["wall_s"], train_s=p.get("train_s", np.nan), threads=p.get("threads", np.nan),
+               device=p["device"], commit=p["commit"], finished_at=p["finished_at"],
                code=p.get("code") or code_version_at(p["commit"]))
     return row
 
@@ -830,6 +856,31 @@ def _execute_with(config: RunConfig, env: dict, threads: int | None = None) -> d
     return execute(config)
 
 
+class StoreOnlyError(RuntimeError):
+    """A store-only build (STORE_ONLY) needs runs the store lacks; the message names them and the fix."""
+
+
+def store_only() -> bool:
+    return os.environ.get(STORE_ONLY, "") not in ("", "0")
+
+
+SHOWN_MISSING = 3   # configs a StoreOnlyError spells out
+
+
+def _missing_runs(todo: list, n: int, d: Path, fresh: bool) -> str:
+    def changed(c: RunConfig) -> str:   # what the run is, then what sets it apart from a default RunConfig
+        d = asdict(c)
+        rest = {k: v for k, v in d.items() if v != _DEFAULTS[k] and not (k == "fs" and v == DEFAULT_FS.get(c.dataset))}
+        return ", ".join(f"{k}={v}" for k, v in ({k: d[k] for k in ("dataset", "family", "depth", "seed")} | rest).items())
+
+    shown = "; ".join(f"{{{changed(c)}}}" for c in todo[:SHOWN_MISSING])
+    more = f" and {len(todo) - SHOWN_MISSING} more" if len(todo) > SHOWN_MISSING else ""
+    why = "fresh=True would retrain them" if fresh else f"they are not in the results store {d}"
+    return (f"store-only build ({STORE_ONLY} set) and {len(todo)} of {n} runs need training ({why}); nothing was "
+            f"trained: {shown}{more}. Train them by building without --store-only, or point ECGLIB_RESULTS at a "
+            f"store that holds them")
+
+
 def check_executor(executor: str) -> None:
     """A ValueError naming the executor and the fix, before anything runs."""
     if executor not in EXECUTORS:
@@ -847,12 +898,17 @@ def run_sweep(configs, executor: str = "local", fresh: bool = False, store=None,
     Sweeps running at once (two chapters, two users of one store) train each run once: a run is
     trained under a lock on its key (<store>/.locks/<key>.lock); a sweep that finds a run locked
     trains its other runs first, then waits for the lock and reads what the holder stored (or
-    trains the run itself if the holder died before storing it)."""
+    trains the run itself if the holder died before storing it).
+
+    Under STORE_ONLY (`python -m ecglib build --store-only`) a sweep trains nothing: it returns the stored runs
+    when every one is there, else raises StoreOnlyError naming the missing ones."""
     check_executor(executor)
     configs = _unique(configs)
     d = store_dir(store)
     stored = {r["key"] for r in load_records(configs, d)}
     todo = [c for c in configs if fresh or c.key not in stored]
+    if todo and store_only():
+        raise StoreOnlyError(_missing_runs(todo, len(configs), d, fresh))
     if todo:
         _writable(d)
     run = {"local": _run_local, "process": _run_process, "ray": _run_ray}[executor]

@@ -93,6 +93,28 @@ def test_build_executes_chapters_with_profile_and_overrides(tiny_book, capsys):
     assert got["executor"] == "local" and got["depths"] == [1, 2]
 
 
+def test_a_chapter_lists_its_runs_and_store_only_reaches_its_kernel(tiny_book, monkeypatch):
+    # the kernel appends to the list it is given, as experiments.load_records does, and reports store-only
+    (tiny_book / "chapters" / "echo.md").write_text(chapter(
+        "Echo", "", "import os\nopen(os.environ['ECGLIB_RUNS_LOG'], 'a').write('k1\\nk2\\n')\n"
+        "print(os.environ.get('ECGLIB_STORE_ONLY', 'off'))"))
+    monkeypatch.delenv("ECGLIB_STORE_ONLY", raising=False)
+    monkeypatch.delenv("ECGLIB_RUNS_LOG", raising=False)
+    with pytest.raises(ValueError, match="--fresh retrains every run and --store-only trains none"):
+        book.build("default", chapters=["echo"], fresh=True, store_only=True, render=False, root=tiny_book)
+    out = book.build("default", chapters=["echo"], store_only=True, render=False, root=tiny_book)
+    assert (out / "echo.runs.txt").read_text() == "k1\nk2\n" and not list(out.glob("*.partial*"))
+    nb = nbformat.read(out / "echo.ipynb", as_version=4)
+    assert nb.cells[-1].outputs[0]["text"].strip() == "1"
+    runtimes = json.loads((out / "runtimes.json").read_text())
+    assert runtimes["echo"]["store_only"] is True and runtimes["echo"]["parameters"]["fresh"] is False
+    assert "ECGLIB_STORE_ONLY" not in os.environ and "ECGLIB_RUNS_LOG" not in os.environ   # only the kernel's
+    book.build("default", chapters=["echo"], render=False, root=tiny_book)
+    assert (out / "echo.runs.txt").read_text() == "k1\nk2\n"             # a new list, not appended to the old
+    assert nbformat.read(out / "echo.ipynb", as_version=4).cells[-1].outputs[0]["text"].strip() == "off"
+    assert json.loads((out / "runtimes.json").read_text())["echo"]["store_only"] is False
+
+
 def test_dry_run_prints_the_plan_and_executes_nothing(tiny_book, capsys):
     out = book.build("smoke", chapters=["echo"], overrides={"depths": "[4]"}, dry_run=True, root=tiny_book)
     assert out == tiny_book / "_executed" and not out.exists()
@@ -202,7 +224,13 @@ def test_smoke_book_has_every_page(smoke_book):
 def test_smoke_book_records_chapter_runtimes(smoke_book):
     runtimes = json.loads((smoke_book / "_executed" / "runtimes.json").read_text())
     assert set(book.notebook_chapters(smoke_book)) <= set(runtimes)
-    assert all(r["profile"] == "smoke" for r in runtimes.values())
+    assert all(r["profile"] == "smoke" and r["parameters"]["profile"] == "smoke" for r in runtimes.values())
+    # every chapter lists the stored runs it read; the reproducibility page charges them to chapters
+    reads = {name: (smoke_book / "_executed" / f"{name}.runs.txt").read_text().split()
+             for name in book.notebook_chapters(smoke_book)}
+    assert reads["depth"] and not reads["data"]
+    page = (smoke_book / "_build" / "html" / "_executed" / "reproducibility.html").read_text()
+    assert "compute-per-chapter.csv" in page and "stored runs</strong>" in page
 
 
 @pytest.mark.book

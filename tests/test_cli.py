@@ -24,6 +24,7 @@ def cli(*args, env=None):
     (["--chapter", "depth", "-p", "seeds", "notalist"], r"error: -p seeds 'notalist': seeds of chapter depth must be an "
                                                         r"integer >= 1 \(its default is 3\), got 'notalist'"),
     (["--chapter", "depth", "-p", "seeds", "2.5"], r"error: -p seeds '2.5': seeds of chapter depth must be an integer"),
+    (["--fresh", "--store-only"], r"error: --fresh retrains every run and --store-only trains none: pass one of them"),
 ])
 def test_build_rejects_bad_input_before_anything_runs(args, message):
     runtimes = book.ROOT / "_executed" / "runtimes.json"

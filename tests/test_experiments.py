@@ -410,3 +410,64 @@ def test_the_runner_knows_the_product_and_non_ecg_tasks(dataset, classes, channe
     assert splits["train"].X.shape[1] == channels and splits["test"].classes == classes
     record = ex.execute(config)
     assert record["classes"] == classes and record["status"] == "ok"
+
+
+# ---------------------------------------------------------------- store-only builds and the runs a chapter reads
+
+def fake_record(config, wall_s=60.0, threads=1, device="cpu: x86_64", code="c0de00000000") -> dict:
+    """A stored run of `config` without training it: every field load_runs reads."""
+    split = {"loss": 0.5, "acc": 0.8, "macro_f1": 0.7, "score": 0.7, "n": 10}
+    return {"format": ex.STORE_FORMAT, "key": config.key, "config": config.to_dict(), "status": "ok",
+            "diverged_epoch": None, "best_epoch": 1, "converged": True, "collapsed": None, "n_params": 10,
+            "receptive_field": None, "train": split, "val": split, "test": split,
+            "provenance": {"commit": "abc", "code": code, "device": device, "threads": threads, "train_s": wall_s / 2,
+                           "wall_s": wall_s, "finished_at": "2026-01-01T00:00:00+00:00"}}
+
+
+def test_a_store_only_sweep_trains_nothing_and_names_the_missing_runs(store, monkeypatch):
+    configs = ex.sweep(TINY, family=["cnn", "gru"], seed=[0, 1, 2, 3])
+    ex.write_record(fake_record(configs[0]))
+
+    def no_training(config):
+        raise AssertionError("a store-only sweep trained a run")
+
+    monkeypatch.setattr(ex, "execute", no_training)
+    monkeypatch.setenv(ex.STORE_ONLY, "1")
+    with pytest.raises(ex.StoreOnlyError) as e:
+        ex.run_sweep(configs, progress=False)
+    message = str(e.value)
+    assert "7 of 8 runs need training" in message and str(store) in message
+    # the first three missing configs, each by its fields that differ from a default RunConfig
+    assert message.count("{dataset=synthetic,") == ex.SHOWN_MISSING and "and 4 more" in message
+    assert "{dataset=synthetic, family=cnn, depth=2, seed=1, length=160, n_train=64, width=8," in message
+    assert "seed=0" not in message and "family=gru" not in message
+    assert "without --store-only" in message
+    assert sorted(p.name for p in store.glob("*.json")) == [f"{configs[0].key}.json"]     # nothing trained
+    with pytest.raises(ex.StoreOnlyError, match="fresh=True would retrain them"):
+        ex.run_sweep(configs[:1], fresh=True, progress=False)
+
+    for c in configs[1:]:
+        ex.write_record(fake_record(c))
+    df = ex.run_sweep(configs, progress=False)              # every run stored: the store answers, nothing trains
+    assert list(df["key"]) == [c.key for c in configs]
+    monkeypatch.setenv(ex.STORE_ONLY, "0")                  # "0" is off
+    assert not ex.store_only()
+
+
+def test_a_chapter_lists_the_stored_runs_it_reads(store, tmp_path, monkeypatch):
+    configs = ex.sweep(TINY, seed=[0, 1, 2])
+    for c in configs[:2]:
+        ex.write_record(fake_record(c, wall_s=90.0, threads=2))
+    log = tmp_path / "chapter.runs.txt"
+    monkeypatch.setenv(ex.RUNS_LOG, str(log))
+    ex.load_runs()                                          # the whole store: an inventory, not read by the chapter
+    assert not log.exists()
+    ex.load_records(configs)                                # the stored two of three
+    ex.load_runs(configs[:1])                               # read again: listed once
+    assert log.read_text().split() == [configs[0].key, configs[1].key]
+    log.write_text("")                                      # a new chapter's log (book.execute_chapter empties it)
+    monkeypatch.setattr(ex, "execute", lambda c: fake_record(c))
+    ex.run_sweep(configs, progress=False)                   # trained runs are read back too
+    assert sorted(log.read_text().split()) == sorted(c.key for c in configs)
+    df = ex.load_runs(configs[:1])
+    assert df.loc[0, "threads"] == 2 and df.loc[0, "train_s"] == 45.0
