@@ -239,7 +239,8 @@ def test_smoke_book_publishes_the_ledger_as_data(smoke_book):
     import pandas as pd
 
     html = smoke_book / "_build" / "html"
-    table = pd.read_csv(html / "ledger.csv")
+    # commit hashes are text even when all their characters are digits (3080241030... was read as an int)
+    table = pd.read_csv(html / "ledger.csv", dtype={"code_version": str, "training_code": str})
     doc = json.loads((html / "ledger.json").read_text())
     assert len(table) > 0 and len(doc["verdicts"]) == len(table)
     assert {"claim", "verdict", "effect", "value", "low", "high", "runs", "n_runs", "code_version",
