@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import experiments, models, plots, stats, synthetic
+from .. import experiments, models, plots, protocol, stats, synthetic
 from ..protocol import usable
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_COLORS, FAMILY_LABELS
@@ -591,7 +591,6 @@ TARGET = 0.9            # "solved": test accuracy a model must reach on a synthe
 
 def selections(base: dict, depths: dict[str, int], seeds, executor="local", fresh=False) -> dict:
     """protocol.select per family at its reference depth, on `base` (validation data only): family -> Selection."""
-    from .. import protocol
     return {f: protocol.select(base, f, d, seeds=list(seeds), executor=executor, fresh=fresh, progress=False)
             for f, d in depths.items()}
 
@@ -763,7 +762,6 @@ def rr_sweep(base: dict, depths: dict[str, int], seeds, lrs=(), lr_seeds=(), exe
     """Each family at its depth on MIT-BIH without and with the RR-interval channels (data.rr_features), both at the
     learning rate protocol.tune_lr chooses without them (on the depth sweep's base: that sweep's choice and runs), so
     the pair differs in its input alone. No lrs: the base's rate."""
-    from .. import protocol
     plain = [c for f, d in depths.items() for c in experiments.sweep({**base, "family": f, "depth": d}, seed=list(seeds))]
     return protocol.vary_at_tuned_lr(plain, "rr", [True], lrs, lr_seeds, executor, fresh, progress=False)
 
