@@ -37,7 +37,6 @@ import functools
 import json
 import math
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -51,6 +50,8 @@ from ecglib.files import ROOT
 COST_FIELDS = ("dataset", "family", "split", "fs", "window", "rr", "crop_s", "length", "n_train", "train_fraction",
                "cap_per_class", "seen_holdout", "n_patients", "train_beats", "width", "batch_size", "max_batches",
                "kernel_size", "bidirectional", "conv_depth", "pool", "lag")
+DATA_FIELDS = ("dataset", "split", "labels", "fs", "window", "rr", "crop_s", "span", "length", "n_train",
+               "train_fraction", "cap_per_class", "seen_holdout", "n_patients", "train_beats", "lag")
 ROUGH = ("rough", "unpriced")
 TOTAL = "the profile (each run once)"
 
@@ -78,7 +79,7 @@ def steps(c: ex.RunConfig, items: int | None = None) -> float:
         return items * sum(c.window) * c.fs
     if c.dataset == "cinc2017":
         return items * c.crop_s * c.fs
-    return _steps(replace(c, family="cnn", depth=1, seed=0))
+    return _steps(ex.RunConfig(**{f: getattr(c, f) for f in DATA_FIELDS}))   # one split per data setting
 
 
 @functools.lru_cache(maxsize=None)

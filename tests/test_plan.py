@@ -89,7 +89,8 @@ def test_a_config_matching_stored_runs_is_priced_from_their_epochs_and_fixed_cos
         pytest.approx(3.0 * 6 + 10.5)
     # threads: a 2-thread run's seconds count twice (core-seconds)
     assert plan.price(d1, m) == (pytest.approx((1.0 * 4 + 6.0) * 2), "measured")
-    assert plan.price(ex.RunConfig(**TINY, family="lstm", depth=1), m)[1] == "rough"    # no stored LSTM
+    lstm = ex.RunConfig(**TINY, family="lstm", depth=1, readout="last")
+    assert plan.price(lstm, m) == (pytest.approx((1.0 * 4 + 6.0) * 2), "rough")   # no stored LSTM: any run, per step
     assert plan.price(ex.RunConfig(**{**TINY, "width": 16}, family="cnn", depth=2), m)[1] == "rough"
     # a dataset without stored runs: the family's seconds per training item x input sample, times the config's
     gunpoint = ex.RunConfig(**{**TINY, "dataset": "gunpoint"}, family="cnn", depth=2)
