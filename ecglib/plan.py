@@ -19,7 +19,8 @@ A missing config is priced from the stored runs of the same family and data sett
 rate, crop, training share, class cap, width, batch size, ...): seconds per epoch at its depth ("measured"), or
 linear in depth through the two nearest stored depths ("scaled"; one stored depth: proportional to depth), times the
 median number of epochs of those runs at the nearest depth with the same epoch cap and patience (else of the family on
-that dataset, else the cap), plus their median fixed cost, times their thread count: CPU core-seconds. A config with
+that dataset; else the family's runs on that dataset under another patience, their epochs less their patience plus
+the config's; else the cap), plus their median fixed cost, times their thread count: CPU core-seconds. A config with
 no stored run of its family and data settings is "rough": priced by the same rule from the family's runs on its
 dataset at any settings; on a dataset the family has no stored run of (the synthetic tasks, GunPoint), from the
 family's runs on any dataset (else any runs) with their seconds per epoch and fixed seconds scaled by training items
@@ -98,10 +99,10 @@ def measurements(records: list[dict]) -> pd.DataFrame:
             continue
         c, p = _config(r["config"]), r["provenance"]
         rows.append({"dataset": c.dataset, "family": c.family, "depth": c.depth, "point": _point(c),
-                     "regime": _regime(c), "epoch_s": sum(seconds) / len(seconds), "epochs_run": len(seconds),
+                     "regime": _regime(c), "patience": c.patience, "epoch_s": sum(seconds) / len(seconds), "epochs_run": len(seconds),
                      "fixed_s": max(0.0, p["wall_s"] - sum(seconds)), "threads": p.get("threads") or 1,
                      "steps": steps(c, r["train"].get("n"))})
-    return pd.DataFrame(rows, columns=["dataset", "family", "depth", "point", "regime", "epoch_s", "epochs_run",
+    return pd.DataFrame(rows, columns=["dataset", "family", "depth", "point", "regime", "patience", "epoch_s", "epochs_run",
                                        "fixed_s", "threads", "steps"])
 
 
@@ -148,6 +149,11 @@ def price(config, m: pd.DataFrame) -> tuple[float, str]:
             epochs = min(c.epochs, float(pool[pool["depth"] == _nearest(pool["depth"], c.depth)[0]]
                                          ["epochs_run"].median()))
             break
+    else:   # none: the family's runs on the dataset under another patience, which adds or removes epochs at the end
+        pool = family[family["patience"].notna() & ~family["regime"].str.contains("True")]
+        if len(pool) and c.patience is not None and not c.shuffle_labels:
+            pool = pool[pool["depth"] == _nearest(pool["depth"], c.depth)[0]]
+            epochs = min(c.epochs, float((pool["epochs_run"] - pool["patience"]).median()) + c.patience)
     seconds = _per_epoch(same, c.depth) * epochs + float(at["fixed_s"].median())
     return seconds * float(at["threads"].median()), basis
 

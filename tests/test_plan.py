@@ -84,9 +84,14 @@ def test_a_config_matching_stored_runs_is_priced_from_their_epochs_and_fixed_cos
     assert plan.price(target, m) == (pytest.approx(3.0 * 4 + 10.5), "measured")   # median epochs 4, fixed 10.5
     # depth 4: per-epoch time on the line through depths 1 (1 s) and 2 (3 s); epochs and fixed cost of depth 2
     assert plan.price(ex.RunConfig(**TINY, family="cnn", depth=4), m) == (pytest.approx(7.0 * 4 + 10.5), "scaled")
-    # a different epoch cap: no stored run stopped under it, so the cap counts
-    assert plan.price(ex.RunConfig(**{**TINY, "epochs": 6, "patience": 2}, family="cnn", depth=2), m)[0] == \
+    # another patience: the stored runs' epochs (3, 5) less their patience (6) plus this one's (8), under the cap
+    assert plan.price(ex.RunConfig(**{**TINY, "patience": 8}, family="cnn", depth=2), m)[0] == \
         pytest.approx(3.0 * 6 + 10.5)
+    assert plan.price(ex.RunConfig(**{**TINY, "patience": 8, "epochs": 5}, family="cnn", depth=2), m)[0] == \
+        pytest.approx(3.0 * 5 + 10.5)
+    # shuffled labels: no stored run of that kind, so the cap counts
+    assert plan.price(ex.RunConfig(**{**TINY, "shuffle_labels": True}, family="cnn", depth=2), m)[0] == \
+        pytest.approx(3.0 * 10 + 10.5)
     # threads: a 2-thread run's seconds count twice (core-seconds)
     assert plan.price(d1, m) == (pytest.approx((1.0 * 4 + 6.0) * 2), "measured")
     lstm = ex.RunConfig(**TINY, family="lstm", depth=1, readout="last")
