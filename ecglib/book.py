@@ -25,7 +25,7 @@ from unittest import mock
 import yaml
 
 from ecglib import files
-from ecglib.experiments import RUNS_LOG, STORE_ONLY, check_executor, describe_store
+from ecglib.experiments import CHAPTER, PLAN, RUNS_LOG, STORE_ONLY, check_executor, describe_store
 from ecglib.files import ROOT
 RESERVED = ("profile", "executor", "fresh")   # every notebook chapter declares these; build() sets them
 LOG_TAIL = 40
@@ -231,19 +231,25 @@ def _write_json(path: Path, data) -> None:
         json.dump(data, f, indent=1)
 
 
-def execute_chapter(name: str, parameters: dict, root=ROOT, store_only: bool = False) -> float:
+def execute_chapter(name: str, parameters: dict, root=ROOT, store_only: bool = False, plan=None) -> float:
     """papermill one chapter into _executed/<name>.ipynb; the failing cell's error becomes a ChapterError.
 
     papermill writes as it goes, so it writes <name>.partial.ipynb, renamed only when every cell ran:
     a failed or killed chapter never leaves a notebook that a later build would take as done. The kernel lists
     the stored runs it reads in _executed/<name>.runs.txt (experiments.RUNS_LOG), renamed with the notebook;
-    `store_only` makes its sweeps refuse to train (experiments.STORE_ONLY)."""
+    `store_only` makes its sweeps refuse to train (experiments.STORE_ONLY).
+
+    `plan` (a JSONL file; experiments.PLAN) executes the chapter into the plan file's folder instead, training
+    nothing: its sweeps list the runs the store lacks in `plan` and go on with placeholders. A chapter on
+    placeholders may fail in a figure or a table, so a failing cell does not stop the cells after it (every sweep
+    is still reached); the notebook keeps the errors."""
     import jupytext
     import nbformat
     import papermill as pm
 
     root = Path(root)
-    done = root / "_executed" / f"{name}.ipynb"
+    folder = Path(plan).parent if plan else root / "_executed"
+    done = folder / f"{name}.ipynb"
     out = done.with_suffix(".partial.ipynb")
     out.parent.mkdir(exist_ok=True)
     nb = jupytext.read(root / "chapters" / f"{name}.md")
@@ -251,19 +257,22 @@ def execute_chapter(name: str, parameters: dict, root=ROOT, store_only: bool = F
     runs_log = out.with_suffix(".runs.txt")
     runs_log.write_text("")
     # The kernel inherits os.environ; patched only while this chapter runs, so nothing leaks into the caller.
-    env = {RUNS_LOG: str(runs_log), **({STORE_ONLY: "1"} if store_only else {})}
+    env = {RUNS_LOG: str(runs_log), CHAPTER: name, **({STORE_ONLY: "1"} if store_only else {}),
+           **({PLAN: str(plan)} if plan else {})}
     t0 = time.time()
     try:
         with mock.patch.dict(os.environ, env):
             executed = pm.execute_notebook(nb, out, parameters=parameters,
-                                           cwd=root, progress_bar=False,
+                                           cwd=root, progress_bar=False, allow_errors=bool(plan),
                                            # ipykernel's start-up warning about TCP would otherwise land in the
                                            # first cell's output
                                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except pm.PapermillExecutionError as e:
-        trace = _strip_ansi("\n".join(e.traceback)).strip().splitlines()[-LOG_TAIL:]
-        raise ChapterError(f"chapter {name!r} failed at In[{e.exec_count}]: {e.ename}: {e.evalue}\n"
-                           + "\n".join(trace) + f"\n(the partly executed notebook is {out})") from None
+        if not plan:
+            trace = _strip_ansi("\n".join(e.traceback)).strip().splitlines()[-LOG_TAIL:]
+            raise ChapterError(f"chapter {name!r} failed at In[{e.exec_count}]: {e.ename}: {e.evalue}\n"
+                               + "\n".join(trace) + f"\n(the partly executed notebook is {out})") from None
+        executed = nbformat.read(out, as_version=4)   # every cell ran (allow_errors); papermill saved each
     hide_parameters(executed)
     nbformat.write(executed, out)
     os.replace(runs_log, done.with_suffix(".runs.txt"))

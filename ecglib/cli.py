@@ -1,4 +1,4 @@
-"""Command line: `python -m ecglib fetch | data summary | bench | build | verify | runs`.
+"""Command line: `python -m ecglib fetch | data summary | bench | build | plan | verify | runs`.
 
 Each subcommand imports its module lazily so that `--help` and `fetch` stay fast
 and do not import torch.
@@ -51,6 +51,14 @@ def _build(args) -> int:
         dry_run=args.dry_run,
         store_only=args.store_only,
     )
+    return 0
+
+
+def _plan(args) -> int:
+    from ecglib import plan
+
+    plan.plan(profile=args.profile, chapters=args.chapter or None,
+              overrides={name: value for name, value in (args.param or [])}, detail=args.detail, out=args.out)
     return 0
 
 
@@ -130,6 +138,20 @@ def parser() -> argparse.ArgumentParser:
     bu.add_argument("--dry-run", action="store_true",
                     help="validate, print which chapters would execute with which parameters, and stop")
     bu.set_defaults(func=_build)
+
+    pl = sub.add_parser("plan", help="count the runs a profile's chapters would train that the store lacks, and "
+                                     "price them in CPU-hours from the store's own timings; trains nothing",
+                        description="Executes the chapters as build does, training nothing: every sweep lists the "
+                                    "runs the store lacks and goes on with placeholders. Prices each from stored runs "
+                                    "of the same family and data settings (seconds per epoch, linear in depth, x "
+                                    "epochs + fixed cost); 'rough' where the store has none. See ecglib/plan.py.")
+    pl.add_argument("--profile", default="default", help="a profile in params/ (smoke, default, full)")
+    pl.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
+    pl.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="override a chapter parameter (YAML value), e.g. -p seeds 5")
+    pl.add_argument("--detail", action="store_true", help="also the runs and CPU-hours per chapter, family and depth")
+    pl.add_argument("--out", default=None, help="also write the table as CSV here (with --detail: <out>-detail.csv)")
+    pl.set_defaults(func=_plan)
 
     v = sub.add_parser("verify", help="retrain a few stored runs of older training code; certify it if nothing changed")
     v.add_argument("--runs", type=int, default=2, help="runs retrained per older code version (cheap ones, one per dataset and family first)")

@@ -48,6 +48,8 @@ SALIENCY_PER_CLASS = 4
 # Set by book.build for a chapter's kernel (which inherits the environment):
 RUNS_LOG = "ECGLIB_RUNS_LOG"        # a file the keys of the stored runs the chapter reads are appended to
 STORE_ONLY = "ECGLIB_STORE_ONLY"    # "1": run_sweep trains nothing; a missing run is a StoreOnlyError
+PLAN = "ECGLIB_PLAN"                # a JSONL file: run_sweep trains nothing, lists the runs it lacks there (plan.py)
+CHAPTER = "ECGLIB_CHAPTER"          # the chapter the kernel executes, named in the plan's lines
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -901,7 +903,9 @@ def run_sweep(configs, executor: str = "local", fresh: bool = False, store=None,
     trains the run itself if the holder died before storing it).
 
     Under STORE_ONLY (`python -m ecglib build --store-only`) a sweep trains nothing: it returns the stored runs
-    when every one is there, else raises StoreOnlyError naming the missing ones."""
+    when every one is there, else raises StoreOnlyError naming the missing ones. Under PLAN (`python -m ecglib plan`)
+    it trains nothing either: it lists the missing runs in the plan file and returns placeholders for them
+    (_plan_runs)."""
     check_executor(executor)
     configs = _unique(configs)
     d = store_dir(store)
@@ -909,6 +913,10 @@ def run_sweep(configs, executor: str = "local", fresh: bool = False, store=None,
     todo = [c for c in configs if fresh or c.key not in stored]
     if todo and store_only():
         raise StoreOnlyError(_missing_runs(todo, len(configs), d, fresh))
+    if os.environ.get(PLAN):
+        planned = {c.key for c in todo}
+        stored_rows = load_runs([c for c in configs if c.key not in planned], store)
+        return pd.concat([stored_rows, _plan_runs(todo)], ignore_index=True) if todo else stored_rows
     if todo:
         _writable(d)
     run = {"local": _run_local, "process": _run_process, "ray": _run_ray}[executor]
@@ -993,3 +1001,33 @@ def _run_ray(todo, finish, workers):
         for ref in pending:
             ray.cancel(ref)
         raise
+
+
+# ---------------------------------------------------------------- plan mode (python -m ecglib plan)
+
+PLANNED_SCORE = 0.5                    # every placeholder scores alike, so selection keeps its incumbents
+_planned: dict[str, set] = {}          # PLAN path -> keys this process has listed in it
+
+
+def _plan_runs(todo: list[RunConfig]) -> pd.DataFrame:
+    """Under PLAN: append each config of `todo` to the plan file as one JSON line (chapter, key, config; each key once
+    per process), and return load_runs-shaped placeholder rows for them: status "planned", converged, not collapsed,
+    every score PLANNED_SCORE. protocol.is_usable counts a placeholder as a run that trained, so a chapter executed on
+    them takes the path of a build whose runs all train, and reaches (and lists) every run that build would train."""
+    path = os.environ[PLAN]
+    seen = _planned.setdefault(path, set())
+    new = [c for c in todo if c.key not in seen]
+    if new:
+        with open(path, "a") as f:
+            f.writelines(json.dumps({"chapter": os.environ.get(CHAPTER), "key": c.key, "config": c.to_dict()}) + "\n"
+                         for c in new)
+        seen.update(c.key for c in new)
+    metrics = {"loss": None, "acc": PLANNED_SCORE, "macro_f1": PLANNED_SCORE, "score": PLANNED_SCORE}
+    records = [{"key": c.key, "config": c.to_dict(), "status": "planned", "diverged_epoch": None, "best_epoch": None,
+                "converged": True, "collapsed": None, "n_params": 1, "receptive_field": None,
+                "train": metrics, "val": metrics, "test": metrics, **({"seen": metrics} if c.seen_holdout else {}),
+                "provenance": {"wall_s": np.nan, "device": "planned", "commit": "planned", "code": "planned",
+                               "finished_at": None}}
+               for c in todo]
+    columns = [f.name for f in fields(RunConfig)] + _RUN_COLUMNS
+    return pd.DataFrame([_row(r) for r in records], columns=columns)

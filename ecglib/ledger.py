@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,12 @@ def fmt_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
 
 
 def ledger_dir() -> Path:
-    return files.results_root() / "ledger"
+    """<store>/ledger; under a plan (experiments.PLAN) the plan's own folder, so verdicts on placeholder runs never
+    reach the store."""
+    from ecglib.experiments import PLAN
+
+    plan = os.environ.get(PLAN)
+    return Path(plan).parent / "ledger" if plan else files.results_root() / "ledger"
 
 
 def show(verdicts: list[Verdict]) -> None:

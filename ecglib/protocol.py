@@ -187,7 +187,8 @@ def is_usable(runs: pd.DataFrame, at_chance_ok: bool = False) -> pd.Series:
     """True for the runs a verdict may read: finished without diverging, converged, and not collapsed. A table
     without one of these columns (a constructed one) is not judged on it. at_chance_ok keeps collapsed runs, for
     a measure whose outcome is chance itself (a pattern the model cannot see)."""
-    ok = runs["status"].eq("ok") if "status" in runs else pd.Series(True, index=runs.index)
+    # "planned": a placeholder of `python -m ecglib plan` (experiments._plan_runs), taken as a run that trained
+    ok = runs["status"].isin(["ok", "planned"]) if "status" in runs else pd.Series(True, index=runs.index)
     for flag, good in (("collapsed", False), ("converged", True))[int(at_chance_ok):]:
         if flag in runs.columns:
             ok &= runs[flag].fillna(not good).astype(bool).eq(good)
