@@ -190,3 +190,26 @@ def test_selection_never_picks_a_rate_whose_runs_the_verdicts_cannot_read(monkey
     tuned, _ = protocol.tune_lr({"a": ex.sweep(TINY, seed=[0, 1])}, list(protocol.LRS), [0, 1])
     assert {c.lr for c in tuned["a"]} == {3e-3}
     assert set(protocol.tuned(run_sweep(ex.sweep(TINY, lr=list(protocol.LRS), seed=[0, 1])))["lr"]) == {3e-3}
+
+
+@pytest.mark.parametrize("reason, train_score, collapsed", [
+    ("validation score 0.27 within 0.05 of chance (0.25)", 0.62, False),   # learned; its validation patients differ
+    ("validation score 0.27 within 0.05 of chance (0.25)", 0.28, True),    # at chance on its own training data too
+    ("predicts class 0 for 100.0% of items", 0.62, True),                  # one class: collapsed whatever it fit
+    (None, 0.62, False),
+])
+def test_the_gate_keeps_a_run_at_chance_on_validation_only(store, reason, train_score, collapsed):
+    """A stored run flagged for its validation score alone counts as collapsed only when its training score is at
+    chance too: the gate reads the record's reason, its chance level and its training score."""
+    c = ex.RunConfig(**TINY, family="cnn", depth=1)
+    metrics = {"loss": 1.0, "acc": 0.5, "macro_f1": 0.3, "score": 0.27}
+    record = {"format": ex.STORE_FORMAT, "key": c.key, "config": c.to_dict(), "status": "ok", "diverged_epoch": None,
+              "best_epoch": 1,
+              "converged": True, "collapsed": reason, "chance": 0.25, "n_params": 1, "receptive_field": None,
+              "classes": [], "train": {**metrics, "score": train_score}, "val": metrics, "test": metrics,
+              "history": [], "probes": {}, "provenance": {"wall_s": 1.0, "device": "cpu", "commit": "unknown",
+                                                          "finished_at": None}}
+    ex.write_record(record, store)
+    runs = ex.load_runs([c])
+    assert runs["collapsed"].tolist() == [collapsed]
+    assert protocol.is_usable(runs).tolist() == [not collapsed]
