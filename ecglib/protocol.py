@@ -19,7 +19,8 @@ candidate reuse them. The score that selects is the mean validation score over s
 inter-patient, seed s validates on DS1 fold s mod 5 (experiments.validation_fold), so the mean pools patients.
 
 Gates: `usable` keeps the runs a verdict may read (finished, converged, not collapsed); `failed` names the
-families and depths whose runs all failed even after selection, with what was tried.
+families and depths whose runs all failed even after selection, with what was tried; `remedy_sweeps` gives such a
+family the standard remedies (REMEDIES) before the book calls it "failed to train".
 """
 from __future__ import annotations
 
@@ -42,6 +43,13 @@ SEARCH = {
 }
 CANDIDATES = 6
 SELECT_BY = "val_score"     # the only metric selection reads
+# What a family whose selected setting still failed to train gets next, before the book calls it "failed to
+# train": the two standard answers to a recurrent net stuck on a plateau over a long input. Train longer at a
+# rate that is not cut while the loss is flat (the plateau schedule cuts it after 2 flat epochs, so a run that
+# has not left the plateau soon ends with almost no learning rate; a GRU on CinC left it after 18-23 epochs),
+# and shorten the sequence. Numbers scale the selected setting's value; anything else replaces it.
+REMEDIES = {"longer training": {"schedule": "cosine", "epochs": 2.0, "patience": 3.0},
+            "half the sampling rate": {"fs": 0.5}}
 
 
 def kind(family: str) -> str:
@@ -128,6 +136,35 @@ def select(base: dict, family: str, depth: int, seeds=(0, 1, 2), executor: str =
                       for name, values in plan)
     return Selection(family=family, depth=depth, config=current, table=table,
                      runs=pd.concat(all_runs, ignore_index=True).drop_duplicates("key"), tried=tried)
+
+
+def remedied(config: dict, remedy: dict) -> dict:
+    """`config` with one remedy applied: a number scales the config's value (int fields stay ints; fs=None
+    reads the dataset default), anything else replaces it."""
+    out = dict(config)
+    for name, change in remedy.items():
+        if isinstance(change, (int, float)) and not isinstance(change, bool):
+            value = out.get(name, ex.RunConfig.__dataclass_fields__[name].default)
+            if name == "fs" and value is None:
+                value = ex.DEFAULT_FS[out["dataset"]]
+            if value is None:
+                raise ValueError(f"remedy {remedy} scales {name}, which is None in {config}: give a value instead")
+            out[name] = int(round(value * change)) if isinstance(value, int) else float(value * change)
+        else:
+            out[name] = change
+    return out
+
+
+def remedy_sweeps(config: dict, seeds, remedies: dict | None = None) -> dict[str, list]:
+    """remedy name -> `config` (a failed family's selected setting) with that remedy, one run per seed."""
+    return {name: ex.sweep(remedied(config, change), seed=list(seeds))
+            for name, change in (REMEDIES if remedies is None else remedies).items()}
+
+
+def describe_remedy(remedy: dict) -> str:
+    """{'epochs': 2.0, 'schedule': 'cosine'} -> 'epochs ×2, schedule cosine'."""
+    return ", ".join(f"{k} ×{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
+                     for k, v in remedy.items())
 
 
 def tuned(runs: pd.DataFrame, field: str = "lr") -> pd.DataFrame:

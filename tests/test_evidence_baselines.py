@@ -85,6 +85,33 @@ def test_summary_and_selection_tables_and_figure(world):
     fig = ev.fig_baselines(summary)
     assert len(fig.axes) == 2 and fig.axes[0].get_ylim() == (0, 1.02)
     assert ev.anchors_table()["source"].str.len().min() > 0
+    beside = ev.anchors_table(summary).set_index("source")
+    # the CinC anchors sit beside the best usable CinC family (the cnn, 0.72 mean), and MIT-BIH's accuracy
+    # beside the cnn (the collapsed LSTM has no score); no usable intra-patient run: said, not blank
+    assert beside.loc["clifford2017af", "ours (best family)"].startswith("plain CNN: 0.720 [")
+    assert beside.loc["clifford2017af", "ours − published"] == pytest.approx(0.72 - 0.83)
+    assert beside.loc["dechazal2004automatic", "ours − published"] == pytest.approx(0.91 - 0.862)
+    assert beside.loc["kachuee2018ecg", "ours (best family)"] == "no usable run"
+
+
+def test_remedies_are_tried_on_failed_families_only_and_reported(world):
+    selections, runs, _ = world
+    sweeps = ev.remedy_sweeps(runs, selections, seeds=[0, 1, 2])
+    assert {k[:2] for k in sweeps} == {("mitdb", "lstm")}           # the collapsed LSTM; the CNNs trained
+    longer = sweeps[("mitdb", "lstm", "longer training")]
+    fix = pd.DataFrame([{**c.to_dict(), "key": c.key, "status": "ok", "converged": True, "collapsed": s < 0.35,
+                         "test_score": s, "best_epoch": b}
+                        for c, s, b in zip(longer, [0.5, 0.55, 0.3], [20, 25, 3])])
+    t = ev.remedies_table(fix, sweeps)
+    assert t["remedy"].tolist() == ["longer training", "half the sampling rate"]
+    row = t.iloc[0]
+    assert row["usable"] == "2/3" and row["test score"].startswith("0.525 [") and row["mean best epoch"] == 16.0
+    assert t.iloc[1]["usable"] == "0/3" and t.iloc[1]["test score"] == "no usable run"
+    text = ev.remedies_text(t)
+    assert "**LSTM**, MIT-BIH, inter-patient: trains with longer training (2/3 usable" in text
+    assert "half the sampling rate" not in text
+    assert "no remedy made it train" in ev.remedies_text(t.assign(usable="0/3"))
+    assert ev.remedies_text(t.iloc[:0]).startswith("No family failed")
 
 
 def test_task_of_tells_the_intra_patient_control_apart():

@@ -111,6 +111,26 @@ def test_a_selection_whose_chosen_runs_all_collapsed_has_failed(monkeypatch, sto
     assert sel.failed and sel.chosen == {"lr": 1e-3, "readout": "mean", "weight_decay": 1e-2}   # ties: incumbents
 
 
+def test_remedies_change_the_selected_setting_and_nothing_else(monkeypatch, store):
+    cinc = {"dataset": "cinc2017", "fs": 50, "crop_s": 10.0, "epochs": 40, "patience": 6, "batch_size": 32}
+    monkeypatch.setattr(ex, "run_sweep", lambda configs, **kw: fake_runs(configs, lambda d: 0.5, lambda d: 0.5)
+                        .assign(collapsed=True))
+    failed = protocol.select(cinc, "lstm", 2, seeds=[0, 1])
+    sweeps = protocol.remedy_sweeps(failed.config, seeds=[0, 1])
+    assert set(sweeps) == set(protocol.REMEDIES)
+    longer = sweeps["longer training"]
+    assert [c.seed for c in longer] == [0, 1]
+    assert (longer[0].schedule, longer[0].epochs, longer[0].patience, longer[0].fs) == ("cosine", 80, 18, 50)
+    assert longer[0].lr == failed.config["lr"] and longer[0].readout == failed.config["readout"]
+    assert sweeps["half the sampling rate"][0].fs == 25 and sweeps["half the sampling rate"][0].epochs == 40
+    # fs left at the dataset default is halved from that default, not from None
+    assert protocol.remedied({"dataset": "mitdb"}, {"fs": 0.5})["fs"] == ex.DEFAULT_FS["mitdb"] / 2
+    assert protocol.describe_remedy(protocol.REMEDIES["longer training"]) == \
+        "schedule cosine, epochs ×2, patience ×3"
+    with pytest.raises(ValueError, match="patience"):
+        protocol.remedied({"patience": None}, {"patience": 3.0})
+
+
 def test_tuned_keeps_each_points_best_learning_rate_on_validation_only():
     """A table that holds every seed at every learning rate is read at the rate with the best mean validation
     score, chosen separately for every family and depth; test scores never enter the choice."""
