@@ -108,7 +108,9 @@ def test_remedies_are_tried_on_failed_families_only_and_reported(world):
     assert row["usable"] == "2/3" and row["test score"].startswith("0.525 [") and row["mean best epoch"] == 16.0
     assert t.iloc[1]["usable"] == "0/3" and t.iloc[1]["test score"] == "no usable run"
     text = ev.remedies_text(t)
-    assert "**LSTM**, MIT-BIH, inter-patient: trains with longer training (2/3 usable" in text
+    assert "**LSTM**, MIT-BIH, inter-patient: with longer training, 2 of 3 seeds trained (test score 0.525 [" in text
+    assert "is a floor" in text
+    assert "does not reliably leave" in ev.remedies_text(t.assign(usable=["1/3", "0/3"]))
     assert "half the sampling rate" not in text
     assert "no remedy made it train" in ev.remedies_text(t.assign(usable="0/3"))
     assert ev.remedies_text(t.iloc[:0]).startswith("No family failed")

@@ -186,9 +186,13 @@ def remedies_text(table: pd.DataFrame) -> str:
             lines.append(f"- **{family}**, {task}: no remedy made it train ({'; '.join(g['remedy'])}): it is "
                          f"reported as failed to train.")
         else:
-            lines.append(f"- **{family}**, {task}: trains with " + "; ".join(
-                f"{r['remedy']} ({r['usable']} usable, test score {r['test score']})" for _, r in worked.iterrows())
-                + ". The search's own grid did not find this, so the family's row above is a floor.")
+            fractions = [int(k) / int(n) for k, n in (u.split("/") for u in worked["usable"])]
+            lines.append(f"- **{family}**, {task}: " + "; ".join(
+                f"with {r['remedy']}, {r['usable'].replace('/', ' of ')} seeds trained (test score {r['test score']})"
+                for _, r in worked.iterrows()) + ". " +
+                ("The family learns this task but its training does not reliably leave the first plateau: the row "
+                 "above reports the recipe's failure, not the family's limit." if max(fractions) < 0.5 else
+                 "The search's own grid did not find this, so the family's row above is a floor."))
     return "\n".join(lines)
 
 
