@@ -40,6 +40,8 @@ MARGINS: dict[str, dict[str, Margin]] = {
     "C1": {
         "train_loss": Margin(0.05, "cross-entropy", "about 5% of the loss of a 5-class model at chance (ln 5 = 1.61) "
                                                     "and larger than the seed-to-seed spread of a converged loss"),
+        "fail_share": Margin(0.2, "share of seeds", "one seed in five: in the five-seed comparisons a single "
+                                                    "seed that fails to train is the smallest difference that counts"),
         "layer_decay": Margin(0.5, "log10", "half an order of magnitude: a factor ~3 between first and last layer, "
                                             "beyond what layer-size differences alone produce"),
     },

@@ -77,18 +77,45 @@ def test_c1_supported_when_lstm_fits_worse_and_its_gradients_vanish():
 
 
 def test_c1_reads_a_deep_lstm_that_failed_to_train_as_harder_to_train():
-    """Unusable runs never enter the loss difference; a deep LSTM with none usable, while the shallow LSTM and the
+    """Failing to train is read before the loss: a deep LSTM that fails in most seeds, while the shallow LSTM and the
     deep CNN trained, is the claim's finding, not a missing value. If the deep CNN failed too, nothing is said."""
     runs = {k: df.assign(converged=True, collapsed=False) for k, df in table(SPEC).items()}
     for df in runs.values():
         df.loc[(df["family"] == "lstm") & (df["depth"] == 8), "collapsed"] = True
     grads = pd.concat(runs.values())[["dataset", "family", "depth", "seed", "key"]].assign(layer_init=0.5)
     v = ev.c1(runs, grads, 2, 8)
-    assert "harder to train supported (the LSTM failed to train at depth 8 (4 runs: 4 collapsed" in v.reason, v.reason
+    assert ("harder to train supported (the LSTM failed to train in 4 of 4 seeds at depth 8 and 0 of 4 seeds at "
+            "depth 2; the CNN in 0 of 4 seeds and 0 of 4 seeds") in v.reason, v.reason
     assert "gradients vanish more refuted" in v.reason     # read at initialisation, from every run
     for df in runs.values():
         df.loc[(df["family"] == "cnn") & (df["depth"] == 8), "converged"] = False
     assert "harder to train inconclusive" in ev.c1(runs, grads, 2, 8).reason
+
+
+def test_c1_counts_seeds_that_failed_when_some_deep_lstms_trained():
+    """One deep LSTM in five trained: its loss alone cannot give a CI, but four failed seeds against none are a
+    share beyond the margin (one seed in five). Two failed seeds of five are not decisive."""
+    five = [0, 1, 2, 3, 4]
+    runs = {k: df.assign(converged=True, collapsed=False) for k, df in table(SPEC, seeds=five).items()}
+    deep_lstm = lambda df, seeds: (df["family"] == "lstm") & (df["depth"] == 8) & df["seed"].isin(seeds)
+    for df in runs.values():
+        df.loc[deep_lstm(df, [0, 1, 2, 3]), "collapsed"] = True
+    grads = pd.concat(runs.values())[["dataset", "family", "depth", "seed", "key"]].assign(layer_init=0.5)
+    h, measure = ev.harder_to_train(runs["mitdb"], 2, 8)
+    assert (h.verdict, measure) == ("supported", "failures") and h.mean == pytest.approx(0.8), h.reason
+    assert "share of seeds failing" in ev.c1(runs, grads, 2, 8).effect
+    for df in runs.values():
+        df.loc[deep_lstm(df, [2, 3]), "collapsed"] = False
+    h, measure = ev.harder_to_train(runs["mitdb"], 2, 8)
+    assert measure == "loss" and h.verdict == "supported", h.reason   # the 3 usable deep LSTMs fit worse (SPEC)
+
+
+def test_c1_says_nothing_from_a_floor_when_the_shallow_lstm_fails_too():
+    runs = {k: df.assign(converged=True, collapsed=False) for k, df in table(SPEC).items()}
+    for df in runs.values():
+        df.loc[df["family"] == "lstm", "collapsed"] = True
+    h, _ = ev.harder_to_train(runs["cinc2017"], 2, 8)
+    assert h.verdict == "inconclusive" and "fails at depth 2 already" in h.reason
 
 
 def record(family="lstm", depth=2, per_layer=1.0, per_step=0.01, steps=200):

@@ -4,6 +4,7 @@ on C1, C4 and C8 (C13, the depth each task needs, is the features chapter's).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -129,41 +130,63 @@ def _per_seed(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: in
 
 # ---- verdicts ----
 
+def _failed(all_runs: pd.DataFrame, family: str, depth: int) -> pd.Series:
+    """Per seed: 1.0 if no run of `family` at `depth` is usable (protocol.is_usable), 0.0 if one is."""
+    d = all_runs[(all_runs["family"] == family) & (all_runs["depth"] == depth)]
+    return (~protocol.is_usable(d)).groupby(d["seed"]).all().astype(float)
+
+
+def _count(failed: pd.Series) -> str:
+    return f"{int(failed.sum())} of {len(failed)} seeds"
+
+
+def harder_to_train(all_runs: pd.DataFrame, shallow: int, deep: int) -> tuple[Judgement, str]:
+    """C1's first part on one database. Failing to train is the strongest form of "harder to train", so it is read
+    first: per seed, failed at `deep` minus failed at `shallow`, the LSTM's minus the CNN's (a share of seeds,
+    margin C1/fail_share). Where that share is not supported, the training-loss change of the usable runs decides
+    (margin C1/train_loss). An LSTM that already fails at `shallow` in most seeds leaves nothing to compare: from a
+    floor, depth cannot make training visibly worse. Returns the judgement and the name of the measure it read."""
+    f = {(fam, d): _failed(all_runs, fam, d) for fam in ("lstm", "cnn") for d in (shallow, deep)}
+    counts = (f"the LSTM failed to train in {_count(f['lstm', deep])} at depth {deep} and {_count(f['lstm', shallow])}"
+              f" at depth {shallow}; the CNN in {_count(f['cnn', deep])} and {_count(f['cnn', shallow])}")
+    if len(f["lstm", shallow]) and f["lstm", shallow].mean() > 0.5:
+        return Judgement("inconclusive", f"{counts}: the LSTM fails at depth {shallow} already, so depth's effect "
+                                         f"on training cannot be seen", n=len(f["lstm", shallow])), "failures"
+    share = _est((f["lstm", deep] - f["lstm", shallow]) - (f["cnn", deep] - f["cnn", shallow]))
+    by_failure = judge(*share, margin("C1", "fail_share"), what="share of seeds failing, LSTM - CNN")
+    if by_failure.verdict == "supported":
+        return dataclasses.replace(by_failure, reason=f"{counts}; {by_failure.reason}"), "failures"
+    df = protocol.usable(all_runs)
+    by_loss = judge(*_est(_per_seed(df, "lstm", "train_loss", shallow, deep)
+                          - _per_seed(df, "cnn", "train_loss", shallow, deep)),
+                    margin("C1", "train_loss"), what="training-loss change of the usable runs, LSTM - CNN")
+    return dataclasses.replace(by_loss, reason=f"{counts}; {by_loss.reason}"), "loss"
+
+
 def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: int) -> Verdict:
-    """Harder to train (LSTM's training-loss change with depth minus the CNN's, claimed above zero) and because
-    gradients vanish across layers (deep LSTM's orders lost across its layers at init minus the deep CNN's, from
-    the one state-gradient matrix, claimed above zero). The training losses come from usable runs only
-    (protocol.usable); a deep LSTM that failed to train while the deep CNN trained supports the first part; the
-    gradients at initialisation come from every run, since they are measured before training."""
-    per, used = {}, []
+    """Harder to train (harder_to_train: seeds failing to train, then the training-loss change with depth, LSTM
+    minus CNN) and because gradients vanish across layers (deep LSTM's orders lost across its layers at init minus
+    the deep CNN's, from the one state-gradient matrix, claimed above zero). The gradients at initialisation come
+    from every run, since they are measured before training."""
+    per, used, measure = {}, [], {}
     for name, all_runs in runs.items():
-        df = protocol.usable(all_runs)
-        harder = _est(_per_seed(df, "lstm", "train_loss", shallow, deep) - _per_seed(df, "cnn", "train_loss", shallow, deep))
+        hard, measure[name] = harder_to_train(all_runs, shallow, deep)
         # the gradient at initialisation is measured before training: every run has one, trained well or not
         g = grads[(grads["dataset"] == name) & (grads["depth"] == deep) & grads["key"].isin(all_runs["key"])]
         vanish = _est(g[g["family"] == "lstm"].set_index("seed")["layer_init"]
                       - g[g["family"] == "cnn"].set_index("seed")["layer_init"])
-        at = lambda d, f, depth: d[(d["family"] == f) & (d["depth"] == depth)]
-        deep_lstm = at(all_runs, "lstm", deep)
-        if len(deep_lstm) and at(df, "lstm", deep).empty and len(at(df, "cnn", deep)) and len(at(df, "lstm", shallow)):
-            # the deep stack failed to train while the deep CNN and the shallow LSTM trained: a finding, not a gap
-            hard = Judgement("supported", f"the LSTM failed to train at depth {deep} ({len(deep_lstm)} runs: "
-                                          f"{int(deep_lstm['collapsed'].astype(bool).sum())} collapsed, "
-                                          f"{int((~deep_lstm['converged'].astype(bool)).sum())} unconverged) while "
-                                          f"it trained at depth {shallow} and the CNN at depth {deep}",
-                             math.nan, math.nan, math.nan, margin("C1", "train_loss").value, 0)
-        else:
-            hard = judge(*harder, margin("C1", "train_loss"), what="training-loss change, LSTM - CNN")
         per[DATASETS[name]] = all_of({
             "harder to train": hard,
             "gradients vanish more": judge(*vanish, margin("C1", "layer_decay"),
                                            what="orders of gradient lost across layers, LSTM - CNN"),
         })
-        used += list(df[df["family"].isin(["lstm", "cnn"]) & df["depth"].isin([shallow, deep])]["key"])
+        used += list(all_runs[all_runs["family"].isin(["lstm", "cnn"]) & all_runs["depth"].isin([shallow, deep])]["key"])
     j = combine(per)
+    first = next(iter(runs))
+    quantity = "share of seeds failing to train" if measure[first] == "failures" else "training loss of usable runs"
     return Verdict.of(j, claim="C1", chapter="depth", figure="fig-depth-trainloss", runs=used,
                       summary=" ".join(f"{n}: {v.verdict}." for n, v in per.items()),
-                      effect=f"{next(iter(per))} training loss, (LSTM depth {deep} - {shallow}) - (CNN depth {deep} - {shallow})")
+                      effect=f"{DATASETS[first]} {quantity}, (LSTM depth {deep} - {shallow}) - (CNN depth {deep} - {shallow})")
 
 
 def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verdict, dict]:
