@@ -87,6 +87,9 @@ def test_c1_reads_a_deep_lstm_that_failed_to_train_as_harder_to_train():
     assert ("harder to train supported (the LSTM failed to train in 4 of 4 seeds at depth 8 and 0 of 4 seeds at "
             "depth 2; the CNN in 0 of 4 seeds and 0 of 4 seeds") in v.reason, v.reason
     assert "gradients vanish more refuted" in v.reason     # read at initialisation, from every run
+    ln = runs["mitdb"][runs["mitdb"]["family"] == "lstm"].assign(collapsed=False)
+    assert ev.c1(runs, grads, 2, 8, layernorm=ln).summary.endswith(
+        "With LayerNorm between its layers, the 8-layer LSTM trained in 4 of 4 seeds (MIT-BIH).")
     for df in runs.values():
         df.loc[(df["family"] == "cnn") & (df["depth"] == 8), "converged"] = False
     assert "harder to train inconclusive" in ev.c1(runs, grads, 2, 8).reason
@@ -188,9 +191,17 @@ def test_norm_ablation_sweep_and_table():
     spec = {("cnn", 2): good(0.8), ("cnn", 8): good(0.85), ("lstm", 2): good(0.6), ("lstm", 8): good(0.5, loss=1.5)}
     own = table(spec, datasets=("mitdb",))["mitdb"].assign(norm=None)
     ablated = table({("cnn", 2): good(0.8), ("cnn", 8): good(0.3, loss=1.2)}, datasets=("mitdb",))["mitdb"].assign(norm="none")
+    own = own.assign(converged=True, collapsed=False)
+    own.loc[(own["family"] == "lstm") & (own["depth"] == 8) & (own["seed"] > 0), "collapsed"] = True
+    ablated = ablated.assign(converged=True, collapsed=False)
     t = ev.norm_table(pd.concat([own, ablated]), 2, 8)
     assert list(t["normalisation"]) == ["the family's own", "no batch norm", "the family's own"]
     assert t.iloc[1]["training loss, 8 - 2"].startswith("0.7")
+    assert list(t["trained at depth 8"]) == ["4 of 4 seeds", "4 of 4 seeds", "1 of 4 seeds"]
+    assert float(t.iloc[2]["training loss, depth 8"].split()[0]) == pytest.approx(1.5, abs=0.02)  # its usable run
+    text = ev.norm_text(pd.concat([own, ablated]), 8)
+    assert text == ("At depth 8, the LSTM trained in 1 of 4 seeds with its own normalisation; the plain CNN trained "
+                    "in 4 of 4 seeds with its own normalisation and in 4 of 4 seeds with no batch norm."), text
 
 
 def test_c4_with_one_seed_decides_nothing():

@@ -163,11 +163,14 @@ def harder_to_train(all_runs: pd.DataFrame, shallow: int, deep: int) -> tuple[Ju
     return dataclasses.replace(by_loss, reason=f"{counts}; {by_loss.reason}"), "loss"
 
 
-def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: int) -> Verdict:
+def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: int,
+       layernorm: pd.DataFrame | None = None) -> Verdict:
     """Harder to train (harder_to_train: seeds failing to train, then the training-loss change with depth, LSTM
     minus CNN) and because gradients vanish across layers (deep LSTM's orders lost across its layers at init minus
     the deep CNN's, from the one state-gradient matrix, claimed above zero). The gradients at initialisation come
-    from every run, since they are measured before training."""
+    from every run, since they are measured before training. `layernorm` (the ablation's LSTMs with LayerNorm
+    between layers, MIT-BIH) does not enter the verdict; the summary says how many of its seeds trained at `deep`,
+    the standard remedy beside the finding."""
     per, used, measure = {}, [], {}
     for name, all_runs in runs.items():
         hard, measure[name] = harder_to_train(all_runs, shallow, deep)
@@ -183,10 +186,13 @@ def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: i
         used += list(all_runs[all_runs["family"].isin(["lstm", "cnn"]) & all_runs["depth"].isin([shallow, deep])]["key"])
     j = combine(per)
     first = next(iter(runs))
+    summary = " ".join(f"{n}: {v.verdict}." for n, v in per.items())
+    if layernorm is not None and len(ln := layernorm[(layernorm["family"] == "lstm") & (layernorm["depth"] == deep)]):
+        summary += (f" With LayerNorm between its layers, the {deep}-layer LSTM trained in "
+                    f"{_trained(ln.assign(usable=protocol.is_usable(ln)), deep)} ({DATASETS[ln['dataset'].iloc[0]]}).")
     quantity = "share of seeds failing to train" if measure[first] == "failures" else "training loss of usable runs"
     return Verdict.of(j, claim="C1", chapter="depth", figure="fig-depth-trainloss", runs=used,
-                      summary=" ".join(f"{n}: {v.verdict}." for n, v in per.items()),
-                      effect=f"{DATASETS[first]} {quantity}, (LSTM depth {deep} - {shallow}) - (CNN depth {deep} - {shallow})")
+                      summary=summary, effect=f"{DATASETS[first]} {quantity}, (LSTM depth {deep} - {shallow}) - (CNN depth {deep} - {shallow})")
 
 
 def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verdict, dict]:
@@ -642,21 +648,48 @@ def norm_sweep(base: dict, conv_depths, rnn_depths, seeds) -> list:
             + depth_sweep({**base, "norm": "layer"}, [], ["lstm"], [], rnn_depths, seeds))
 
 
+_NORMS = {"own": "the family's own", "none": "no batch norm", "layer": "LayerNorm between layers"}
+
+
 def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
-    """Per family and normalisation (usable runs): training loss and test score at the deep end, and their
-    change from `shallow` to `deep` paired by seed; the families' own normalisation beside the ablation."""
-    u = protocol.usable(runs).assign(norm=lambda d: d["norm"].fillna("own"))
+    """Per family and normalisation: how many seeds trained at the deep end (usable runs of all), then, from the
+    usable runs, training loss and test score at the deep end and their change from `shallow` to `deep` paired by
+    seed; the families' own normalisation beside the ablation."""
+    runs = runs.assign(norm=runs["norm"].fillna("own"), usable=protocol.is_usable(runs))
     rows = []
-    groups = sorted(u.groupby(["family", "norm"]), key=lambda kv: (kv[0][0], kv[0][1] != "own"))  # own first
+    groups = sorted(runs.groupby(["family", "norm"]), key=lambda kv: (kv[0][0], kv[0][1] != "own"))  # own first
     for (family, norm), g in groups:
-        row = {"family": FAMILY_LABELS[family], "normalisation": {"own": "the family's own", "none": "no batch norm",
-                                                                  "layer": "LayerNorm between layers"}[norm]}
+        row = {"family": FAMILY_LABELS[family], "normalisation": _NORMS[norm],
+               f"trained at depth {deep}": _trained(g, deep)}
+        u = g[g["usable"]]
         for metric, what in (("train_loss", "training loss"), ("test_score", "test score")):
-            at = g[g["depth"] == deep][metric]
+            at = u[u["depth"] == deep][metric]
             row[f"{what}, depth {deep}"] = fmt_ci(*stats.ci(at, metric)) if len(at) else "no usable run"
-            row[f"{what}, {deep} - {shallow}"] = fmt_ci(*_est(_per_seed(g, family, metric, shallow, deep))[:3])
+            row[f"{what}, {deep} - {shallow}"] = fmt_ci(*_est(_per_seed(u, family, metric, shallow, deep))[:3])
         rows.append(row)
-    return pd.DataFrame(rows or [{"family": "no usable run", "normalisation": ""}])
+    return pd.DataFrame(rows or [{"family": "no run", "normalisation": ""}])
+
+
+def _trained(g: pd.DataFrame, depth: int) -> str:
+    """'k of n seeds': seeds of `g` with a usable run at `depth`, of seeds with any run there."""
+    ok = g[g["depth"] == depth].groupby("seed")["usable"].any()
+    return f"{int(ok.sum())} of {len(ok)} seeds"
+
+
+def norm_text(runs: pd.DataFrame, deep: int) -> str:
+    """What the ablation says about C1, read from the runs: at the deep end, how many seeds each family trained in
+    with its own normalisation and with the ablated one."""
+    runs = runs.assign(norm=runs["norm"].fillna("own"), usable=protocol.is_usable(runs))
+    said = []
+    for family in ("lstm", "cnn"):
+        g = runs[runs["family"] == family]
+        parts = [f"{_trained(n, deep)} with {_NORMS[norm] if norm != 'own' else 'its own normalisation'}"
+                 for norm, n in sorted(g.groupby("norm"), key=lambda kv: kv[0] != "own")]
+        if parts:
+            said.append(f"the {FAMILY_LABELS[family]} trained in " + " and in ".join(parts))
+    if not said:
+        return "No ablation runs."
+    return f"At depth {deep}, " + "; ".join(said) + "."
 
 
 def describe_lag(base: dict, lags, depths, fixed_lag: int, lrs) -> str:

@@ -170,7 +170,8 @@ def variety_sweep(selections: dict, pair, depth: int, beats: int, widths, patien
     patients, for every width and n: amount of data fixed, its variety and the parameter count varied."""
     from .. import experiments
     return [c for f in pair for c in experiments.sweep(
-        {**selections[(f, depth)].config, "train_fraction": 1.0, "train_beats": beats}, width=list(widths),
+        {**selections[(f, depth)].config, "train_fraction": 1.0, "cap_per_class": None, "train_beats": beats},
+        width=list(widths),
         n_patients=list(patients),
         seed=list(seeds))]
 
@@ -252,8 +253,9 @@ def describe(profile: str, seeds: int, base: dict, cinc_base: dict, depths, pair
              control_seeds: int | None = None, noise_depth: int | None = None) -> str:
     controls = (f" ({control_seeds} in experiments 7 and 8, on which no verdict rests)"
                 if control_seeds and control_seeds != seeds else "")
+    cap = "" if base.get("cap_per_class") is None else f" (at most {base['cap_per_class']} of each class)"
     return (f"Profile **{profile}**: {seeds} seed(s) per configuration{controls}. This chapter's own MIT-BIH runs: beats at "
-            f"{base['fs']:g} Hz, {base.get('train_fraction', 1):.0%} of the DS1 training beats with the last "
+            f"{base['fs']:g} Hz, {base.get('train_fraction', 1):.0%} of the DS1 training beats{cap} with the last "
             f"{base['seen_holdout']:.0%} of each training record held out as seen-patient beats, at most "
             f"{base['epochs']} epochs with early stopping after {base['patience']} without a better validation score; "
             f"a CNN and an LSTM at depths {depths[0]} and {depths[1]}, width {base['width']}, each tuned by the "
