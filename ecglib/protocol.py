@@ -237,6 +237,24 @@ def usable(runs: pd.DataFrame, at_chance_ok: bool = False) -> pd.DataFrame:
     return runs[is_usable(runs, at_chance_ok)]
 
 
+def failed_by_seed(runs: pd.DataFrame) -> pd.Series:
+    """Per seed of `runs` (one configuration): 1.0 if none of that seed's runs is usable, 0.0 if one is."""
+    return (~is_usable(runs)).groupby(runs["seed"]).all().astype(float)
+
+
+def failure_counts(runs: pd.DataFrame, labels: dict, depths) -> str:
+    """'LSTM: 4 of 5 seeds at depth 8, 0 of 5 at depth 2; ...': per family (labels: family -> name) and depth,
+    the seeds that failed to train (no usable run)."""
+    out = []
+    for family, name in labels.items():
+        parts = []
+        for d in depths:
+            f = failed_by_seed(runs[(runs["family"] == family) & (runs["depth"] == d)])
+            parts.append(f"{int(f.sum())} of {len(f)} seeds at depth {d}")
+        out.append(f"{name}: {', '.join(parts)}")
+    return "; ".join(out)
+
+
 def failed(runs: pd.DataFrame, by=("family", "depth"), tried: dict | None = None) -> pd.DataFrame:
     """Groups of `by` none of whose runs is usable, with why (counts of diverged, unconverged and collapsed
     runs) and, where `tried` maps a group's family to its Selection.tried, what was tried."""

@@ -59,6 +59,9 @@ def test_collapsed_runs_have_no_gap_and_cannot_refute_c2():
     assert g.loc[g["family"] == "lstm", "overfit"].isna().all()
     e = ov.c2_effects(g, 2, 8)
     assert e["judgement"].verdict == "inconclusive" and "collapsed" in e["judgement"].reason
+    n = g["seed"].nunique()
+    assert (f"(failed to train: LSTM: {n} of {n} seeds at depth 8, {n} of {n} seeds at depth 2; plain CNN: 0 of {n} "
+            f"seeds at depth 8, 0 of {n} seeds at depth 2)") in e["judgement"].reason, e["judgement"].reason
     assert is_usable(g.assign(collapsed=False, converged=[True, False] * (len(g) // 2))).sum() == len(g) // 2
 
 

@@ -132,8 +132,7 @@ def _per_seed(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: in
 
 def _failed(all_runs: pd.DataFrame, family: str, depth: int) -> pd.Series:
     """Per seed: 1.0 if no run of `family` at `depth` is usable (protocol.is_usable), 0.0 if one is."""
-    d = all_runs[(all_runs["family"] == family) & (all_runs["depth"] == depth)]
-    return (~protocol.is_usable(d)).groupby(d["seed"]).all().astype(float)
+    return protocol.failed_by_seed(all_runs[(all_runs["family"] == family) & (all_runs["depth"] == depth)])
 
 
 def _count(failed: pd.Series) -> str:

@@ -13,7 +13,7 @@ from .. import models, stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
 from ..verdicts import Judgement, all_of, combine, judge, margin, not_worse
-from ..protocol import is_usable, usable
+from ..protocol import failure_counts, is_usable, usable
 from . import DATASETS, keys
 
 
@@ -62,7 +62,10 @@ def c2_effects(runs: pd.DataFrame, shallow: int, deep: int) -> dict:
     pair = runs[runs["family"].isin(["lstm", "cnn"]) & runs["depth"].isin([shallow, deep])]
     effect = interaction(pair, "overfit", shallow, deep)
     j = judge(*effect, margin("C2", "gap"), what=f"(LSTM - CNN) change in overfitting gap, depth {deep} - {shallow}")
-    j = Judgement(j.verdict, j.reason + _excluded(pair), j.mean, j.low, j.high, j.margin, j.n)
+    # a run that failed to train has no gap (it did not fit, so it cannot overfit): say how many seeds that was
+    failures = failure_counts(pair, {f: FAMILY_LABELS[f] for f in ("lstm", "cnn")}, [deep, shallow])
+    j = Judgement(j.verdict, j.reason + _excluded(pair) + f" (failed to train: {failures})", j.mean, j.low, j.high,
+                  j.margin, j.n)
     lstm = pair[pair["family"] == "lstm"]
     return {"interaction": effect, "shift": interaction(pair, "shift", shallow, deep),
             "growth": diff(lstm, "depth", "overfit", deep, shallow), "deep": deep, "shallow": shallow,
