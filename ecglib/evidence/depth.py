@@ -109,7 +109,7 @@ def best_pair(df: pd.DataFrame, conv_families, rnn_families) -> dict:
 
 
 def label(fd) -> str:
-    return "no finished run" if fd is None else f"{FAMILY_LABELS[fd[0]]} at depth {fd[1]}"
+    return "no usable run" if fd is None else f"{FAMILY_LABELS[fd[0]]} at depth {fd[1]}"
 
 
 def _ci(row) -> str:
@@ -206,7 +206,8 @@ def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verd
         d_rnn = np.nanmin([suff[f] for f in rnn_families] + [np.inf])
         best[name] = {**b, "sufficient": suff, "d_conv": d_conv, "d_rnn": d_rnn}
         if np.isinf(d_conv) or np.isinf(d_rnn):
-            less = Judgement("inconclusive", "a family group has no finished run to choose a depth from")
+            less = Judgement("inconclusive", "a family group has no usable run (each diverged, collapsed or did "
+                                             "not converge) to choose a depth from")
         elif b["diff"]["n"] < MIN_RUNS:
             less = Judgement("inconclusive", f"sufficient depths chosen from {int(b['diff']['n'])} seed(s); "
                                              f"a verdict needs at least {MIN_RUNS}")
