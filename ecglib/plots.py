@@ -136,8 +136,8 @@ def has_data(ax) -> bool:
     collection, a bar, an image. Reference lines (axhline, axvline, axhspan) do not count."""
     for line in ax.lines:
         if line.get_transform() is ax.transData:
-            x, y = (np.asarray(v, dtype=float) for v in line.get_data())
-            if (np.isfinite(x) & np.isfinite(y)).any():
+            # get_xydata: the points after unit conversion, so a categorical axis (task names) counts as numbers
+            if np.isfinite(np.asarray(line.get_xydata(), dtype=float)).all(axis=-1).any():
                 return True
     for c in ax.collections:
         if isinstance(c, plt.matplotlib.collections.PathCollection):     # scatter: the points are its offsets

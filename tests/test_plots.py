@@ -137,3 +137,12 @@ def test_ci_lines_draws_no_band_from_fewer_than_three_values():
     assert len(ax.lines) == 2 and len(ax.collections) == 1        # the lstm's band only
     assert ax.get_ylim()[0] > -10
     plt.close(fig)
+
+
+def test_a_line_over_task_names_counts_as_data():
+    """A categorical axis (the features chapter's tasks) holds strings; the points count, a missing one does not."""
+    fig, (a, b) = plt.subplots(1, 2)
+    a.plot(["GunPoint", "ECG200"], [1.0, float("nan")], marker="o")
+    b.plot(["GunPoint", "ECG200"], [float("nan")] * 2, marker="o")
+    assert plots.has_data(a) and not plots.has_data(b)
+    plt.close(fig)
