@@ -51,7 +51,8 @@ MARGINS: dict[str, dict[str, Margin]] = {
     "C4": {"test_score": Margin(0.02, _SCORE, "two points of the test score: about the seed-to-seed spread of a "
                                              "test score")},
     "C5": {"gap": Margin(0.02, _SCORE, "two points of score of overfitting gap: about the seed-to-seed spread of a "
-                                    "score, the same margin as C2's gap")},
+                                    "score, the same margin as C2's gap"),
+           "fail_share": Margin(0.2, "share of seeds", "one seed in five, as for C1's failures")},
     "C6": {"gap": Margin(0.02, _SCORE, "two points of the score: about the seed-to-seed spread of a test score")},
     "C7": {"test_acc": Margin(0.05, "accuracy", "five points on a balanced two-class task"),
            "chance": Margin(0.1, "accuracy", "a model blind to the pattern counts as at chance (0.5) unless it is "

@@ -73,6 +73,13 @@ def test_c5_reads_the_starved_lstm_against_its_own_seed():
     assert v.verdict == "refuted" and v.value == pytest.approx(-0.15, abs=0.01) and "first 4 of the 8" in v.summary
     wider = runs({**cells, ("lstm", 8, 0.0): (0.95, 0.6, 0.5)}, by=("family", "depth", "early_lr_scale"))
     assert ov.c5(wider, 0.0, 8, 4).verdict == "supported"
+    failing = ov.with_gaps(r.assign(converged=True, collapsed=(r["family"] == "lstm") & (r["early_lr_scale"] == 0.0)))
+    v = ov.c5(failing, 0.0, 8, 4)
+    assert v.verdict == "refuted" and "starved, the LSTM failed to train in 4 of 4 seeds; trained normally, in 0 of 4" \
+        in v.reason and "cannot overfit" in v.reason and v.value == pytest.approx(1.0), v.reason
+    assert "share of seeds" in v.effect
+    failing.loc[failing["seed"].isin([0, 1]), "collapsed"] = False     # 2 of 4 starved seeds fail: not decisive
+    assert ov.c5(ov.with_gaps(failing), 0.0, 8, 4).verdict == "inconclusive"
     t = ov.starve_table(r, PAIR, [0.0], [])
     assert len(t) == 2 and (t["pairs"] == 4).all()
     assert ov.fig_starve(r, PAIR, [0.0]) is not None

@@ -3,6 +3,7 @@ against the gap, and the verdicts on C2, C5, C6 and C9. The depth sweep is evide
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from .. import models, stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
 from ..verdicts import Judgement, all_of, combine, judge, margin, not_worse
-from ..protocol import failure_counts, is_usable, usable
+from ..protocol import failed_by_seed, failure_counts, is_usable, usable
 from . import DATASETS, keys
 
 
@@ -135,20 +136,39 @@ def with_reference(starve_runs: pd.DataFrame, c2_runs: pd.DataFrame, deep: int) 
 def c5(runs: pd.DataFrame, scale: float, deep: int, early_layers: int) -> Verdict:
     """C5 by intervention: starve the LSTM's first layers of learning (scale x the rate) and compare its
     overfitting gap with the unstarved run of the same seed. Vanishing gradients causing overfitting predicts
-    a larger gap (claimed above zero); the comment (an untrained layer cannot overfit) a smaller or equal one."""
+    a larger gap (claimed above zero); the comment (an untrained layer cannot overfit) a smaller or equal one.
+    A starved LSTM that fails to train has no gap; where the gap leaves the claim open and starving made the LSTM
+    fail in a share of seeds beyond C5/fail_share (starved minus normal, per seed), the claim is refuted: a model
+    that does not fit its training data does not overfit it, which is the comment's argument."""
     lstm = runs[(runs["family"] == "lstm") & (runs["depth"] == deep)]
     g = diff(lstm, "early_lr_scale", "overfit", scale, 1.0)
     t = diff(lstm, "early_lr_scale", f"train_{METRIC}", scale, 1.0)
     j = judge(*g, margin("C5", "gap"), what=f"LSTM overfitting gap, first {early_layers} layer(s) at {scale:g}x "
                                             "the rate minus trained normally")
     j = Judgement(j.verdict, j.reason + _excluded(lstm), j.mean, j.low, j.high, j.margin, j.n)
+    starved, normal = (failed_by_seed(lstm[lstm["early_lr_scale"] == s]) for s in (scale, 1.0))
+    failed = (f"starved, the LSTM failed to train in {int(starved.sum())} of {len(starved)} seeds; trained normally, "
+              f"in {int(normal.sum())} of {len(normal)}")
+    effect = (f"LSTM training − seen-patient score, first {early_layers} layer(s) at x{scale:g} learning rate minus "
+              "normal, paired by seed")
+    by_failure = judge(*_est(starved - normal), margin("C5", "fail_share"), what="share of seeds failing, starved - normal")
+    if j.verdict == "inconclusive" and by_failure.verdict == "supported":
+        j = dataclasses.replace(by_failure, verdict="refuted", reason=(
+            f"{failed}; {by_failure.reason}: a model whose first layers do not learn does not fit its training data, "
+            f"so it cannot overfit it. The gap itself: {j.reason}"))
+        effect = f"share of seeds in which the LSTM failed to train, first {early_layers} layer(s) starved minus normal"
     return Verdict.of(j, claim="C5", chapter="overfitting", figure="fig-overfitting-starve", runs=keys(lstm),
                       summary=f"Starving the first {early_layers} of the {deep} LSTM layers (learning rate x{scale:g}, "
                               f"the update a vanishing gradient would leave them) changed the overfitting gap by "
-                              f"{fmt_ci(*g[:3])} and the training score by {fmt_ci(*t[:3])}; C5 predicts a larger "
-                              "gap, the comment in the seed a smaller one.",
-                      effect=f"LSTM training − seen-patient score, first {early_layers} layer(s) at x{scale:g} "
-                             "learning rate minus normal, paired by seed")
+                              f"{fmt_ci(*g[:3])} and the training score by {fmt_ci(*t[:3])}; {failed}. C5 predicts a "
+                              "larger gap, the comment in the seed a smaller one.",
+                      effect=effect)
+
+
+def _est(values) -> tuple:
+    """(mean, low, high, n) of a Series of per-seed values, NaN dropped."""
+    v = pd.Series(values, dtype=float).dropna()
+    return (*stats.mean_ci(v), len(v))
 
 
 def starve_table(runs: pd.DataFrame, pair, scales, records: list[dict]) -> pd.DataFrame:
