@@ -45,9 +45,18 @@ def test_c3_c7_from_the_pattern_span_runs(acc, c3, c7):
     v3, v7 = fe.c3_c7(runs, NO_GENEROUS, [3])
     assert (v3.verdict, v7.verdict) == (c3, c7), (v3.reason, v7.reason)
     e = fe.span_effects(runs, NO_GENEROUS, 3)
-    assert (e["last_blind"], e["first_seeing"]) == (1, 2)
+    assert (e["last_blind"], e["first_seeing"]) == (1, 3)     # depth 2's field is partial, depth 3's covers
     assert v7.value == pytest.approx(acc[("lstm", 1)] - acc[("cnn", 1)], abs=0.03)
-    assert v3.value == pytest.approx(acc[("cnn", 2)] - acc[("cnn", 1)], abs=0.03)
+    assert v3.value == pytest.approx(acc[("cnn", 3)] - acc[("cnn", 1)], abs=0.03)
+
+
+def test_c7_reads_the_cnn_where_its_field_spans_the_pattern():
+    """A CNN whose field only reaches the shortest telling window may stay at chance; the CNN that covers the
+    pattern learned it, so the span is decided (the LSTM at chance refutes C7), not left to the budget."""
+    runs = span_runs({**cnns(), ("cnn", 2): 0.5, ("lstm", 1): 0.5, ("gru", 1): 0.5})
+    _, v7 = fe.c3_c7(runs, NO_GENEROUS, [3])
+    assert v7.verdict == "refuted" and "nothing learned" not in v7.reason, v7.reason
+    assert "CNN depth 3 minus depth 1" in v7.reason
     assert len(v7.runs) == len(runs) and v7.margin == 0.05
 
 
@@ -209,6 +218,7 @@ def test_c13_compares_the_depth_each_task_needs(mitdb_depth, verdict):
     assert pairs.tasks.tolist() == ["gunpoint vs mitdb"]
     v = fe.c13(pairs, need_runs({("cnn", 1): 0.9}))
     assert v.verdict == verdict, v.reason
+    assert v.value == pytest.approx(pairs.iloc[0]["mean"])   # the headline pair's estimate, inconclusive or not
 
 
 @pytest.mark.parametrize("cnn_depth, verdict", [(3, "supported"), (1, "refuted")])
