@@ -96,6 +96,12 @@ def test_c6_width_judged_at_each_patient_count_and_combined():
     v = ov.c6(r, [8, 64], [2, 16])
     assert v.verdict == "depends" and "2 patients: 0.200" in v.summary and "2000 training beats" in v.summary
     assert len(ov.variety_table(r, PAIR)) == 8 and ov.fig_variety(r, PAIR, [8, 64]) is not None
+    # only many patients decide (few: width makes no difference beyond noise, read as inconclusive): that setting
+    # is the headline, not the fewest patients'
+    cells.update({(f, 2, w): (0.9, 0.9 - (0.1 if w == 8 else np.nan), 0.5) for f in PAIR for w in (8, 64)})
+    cells.update({(f, 16, 64): (0.9, 0.6, 0.5) for f in PAIR})
+    v = ov.c6(runs(cells, by=("family", "n_patients", "width"), train_beats=2000), [8, 64], [2, 16])
+    assert v.verdict == "supported" and v.value == pytest.approx(0.2, abs=0.02) and "at 16 training patients" in v.effect
 
 
 def test_c9_from_the_overfitting_gap():

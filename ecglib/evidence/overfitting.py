@@ -208,7 +208,10 @@ def c6(runs: pd.DataFrame, widths, patients) -> Verdict:
     per = {f"{n} patients": judge(*diff(cnn[cnn["n_patients"] == n], "width", "overfit", wide, narrow),
                                   margin("C6", "gap"), what=f"CNN overfitting gap, width {wide} - {narrow}")
            for n in sorted(patients)}
-    j = combine(per, headline=f"{min(patients)} patients")
+    # the headline is the setting that decided the verdict (fewest patients first), else the fewest patients
+    decided = combine(per).verdict
+    head = next((n for n in sorted(patients) if per[f"{n} patients"].verdict == decided), min(patients))
+    j = combine(per, headline=f"{head} patients")
     j = Judgement(j.verdict, j.reason + _excluded(cnn), j.mean, j.low, j.high, j.margin, j.n)
     few, many = min(patients), max(patients)
     shift = diff(cnn[cnn["width"] == narrow], "n_patients", "shift", few, many)
@@ -218,7 +221,7 @@ def c6(runs: pd.DataFrame, widths, patients) -> Verdict:
                               + "; ".join(f"{k}: {fmt_ci(v.mean, v.low, v.high)}" for k, v in per.items())
                               + f". With {few} instead of {many} patients (same beats, width {narrow}) the step to "
                                 f"new patients changed by {fmt_ci(*shift[:3])}.",
-                      effect=f"CNN training − seen-patient score, width {wide} minus {narrow}, at {few} training "
+                      effect=f"CNN training − seen-patient score, width {wide} minus {narrow}, at {head} training "
                              "patients and a fixed beat count")
 
 
