@@ -146,3 +146,25 @@ def test_each_family_is_selected_at_its_own_depth_and_a_missing_one_fails_before
     with pytest.raises(ValueError, match="no depth for family 'gru'"):
         ev.select_all({"mitdb": {"dataset": "mitdb"}}, ["cnn", "gru"], {"cnn": 8}, [0])
     assert seen == []
+
+
+def test_equal_effort_gives_the_failed_familys_remedy_to_every_family(world):
+    """On a task named in equal_effort, every family gets the remedy (the failed LSTM's own remedy runs are the same
+    configs), and the table sets each beside the chapter's recipe on the same seeds, paired."""
+    selections, runs, _ = world
+    sweeps = ev.effort_sweeps(selections, [0, 1, 2], {"mitdb": "longer training"})
+    assert set(sweeps) == {("mitdb", "cnn"), ("mitdb", "lstm")}
+    assert [c.key for c in sweeps[("mitdb", "lstm")]] == \
+        [c.key for c in ev.remedy_sweeps(runs, selections, [0, 1, 2])[("mitdb", "lstm", "longer training")]]
+    assert all(c.schedule == "cosine" for cs in sweeps.values() for c in cs)
+    scores = {"cnn": [0.65, 0.66, 0.62], "lstm": [0.5, 0.2, 0.45]}
+    effort = pd.DataFrame([{**c.to_dict(), "key": c.key, "status": "ok", "converged": True,
+                            "collapsed": s < 0.35, "test_score": s, "best_epoch": 30}
+                           for (_, f), cs in sweeps.items() for c, s in zip(cs, scores[f])])
+    t = ev.effort_table(runs.assign(best_epoch=10), effort, sweeps).set_index("family")
+    assert t.loc["plain CNN", "trained, the chapter's recipe"] == "3/3" and t.loc["plain CNN", "trained, equal effort"] == "3/3"
+    assert t.loc["plain CNN", "difference (paired)"].startswith("0.043 [")       # (0.05 + 0.04 + 0.04) / 3
+    assert t.loc["LSTM", "trained, the chapter's recipe"] == "0/3" and t.loc["LSTM", "trained, equal effort"] == "2/3"
+    assert t.loc["LSTM", "difference (paired)"] == "no pair" and t.loc["LSTM", "best epoch, equal effort"] == 30
+    with pytest.raises(ValueError, match="known"):
+        ev.effort_sweeps(selections, [0], {"mitdb": "more epochs"})

@@ -156,6 +156,47 @@ def remedy_sweeps(runs: pd.DataFrame, selections: dict, seeds, remedies: dict | 
             for name, configs in protocol.remedy_sweeps(sel.config, seeds, remedies).items()}
 
 
+def effort_sweeps(selections: dict, seeds, equal_effort: dict | None, remedies: dict | None = None) -> dict:
+    """(task, family) -> run configs: every family's selected setting on `task` with the remedy `equal_effort` names
+    for it ({task: remedy name}), one run per seed. Equal effort: a remedy a failed family gets is also given to
+    the families that trained, so a longer budget cannot flatter only the family that needed it. The failed
+    family's own remedy runs are the same configs, trained once."""
+    remedies = protocol.REMEDIES if remedies is None else remedies
+    unknown = sorted(set((equal_effort or {}).values()) - set(remedies))
+    if unknown:
+        raise ValueError(f"equal_effort names remedies {unknown}; known: {sorted(remedies)}")
+    return {(task, family): protocol.remedy_sweeps(sel.config, seeds, {name: remedies[name]})[name]
+            for task, name in (equal_effort or {}).items()
+            for (t, family), sel in selections.items() if t == task}
+
+
+def effort_table(final: pd.DataFrame, effort: pd.DataFrame, sweeps: dict) -> pd.DataFrame:
+    """Per task and family: seeds that trained and test score (mean [95% CI] over usable runs) with the chapter's
+    recipe (the final runs of the same seeds) and with the equal-effort remedy, their difference paired by seed,
+    and the mean best epoch of each."""
+    from ..ledger import fmt_ci
+
+    rows = []
+    for (task, family), configs in sweeps.items():
+        seeds = [c.seed for c in configs]
+        longer = effort[effort["key"].isin([c.key for c in configs])].assign(arm="longer")
+        base = final[(final["family"] == family) & final["seed"].isin(seeds)
+                     & (final.apply(lambda r: task_of(r.to_dict()), axis=1) == task)].assign(arm="recipe")
+        both = pd.concat([base, longer])
+        ok = protocol.usable(both)
+        row = {"task": TASKS[task], "family": FAMILY_LABELS.get(family, family)}
+        for arm, name in (("recipe", "the chapter's recipe"), ("longer", "equal effort")):
+            g, u = both[both["arm"] == arm], ok[ok["arm"] == arm]
+            row[f"trained, {name}"] = f"{u['seed'].nunique()}/{g['seed'].nunique()}"
+            row[f"test score, {name}"] = ("no usable run" if u.empty
+                                          else fmt_ci(*stats.ci(u["test_score"], "test_score")))
+            row[f"best epoch, {name}"] = round(float(g["best_epoch"].mean()), 1) if len(g) else float("nan")
+        d = stats.paired_diff(ok, "arm", "test_score", "longer", "recipe", missing="nan").iloc[0]
+        row["difference (paired)"] = fmt_ci(d["mean"], d["low"], d["high"]) if d["n"] else "no pair"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def remedies_table(runs: pd.DataFrame, sweeps: dict[tuple, list], remedies: dict | None = None) -> pd.DataFrame:
     """One row per failed family and remedy: what changed, how many runs became usable, their test score
     (mean [95% CI]) and the mean best epoch of all its runs (a late best epoch says the plateau was left late)."""
