@@ -33,6 +33,12 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     return m, float(low), float(high)
 
 
+def estimate(values, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of per-seed values, missing ones dropped: the shape the evidence tables print."""
+    v = pd.Series(values, dtype=float).dropna()
+    return (*mean_ci(v, level), len(v))
+
+
 def _values(values, level, statistic):
     """The non-missing values, and the answer when no interval is to be computed (else None):
     all NaN for no values, no interval from one value, a zero-width one from identical values

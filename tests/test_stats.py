@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from ecglib.stats import (FLOAT32_FLOOR, attenuation, bootstrap_ci, ci, is_bounded, mean_ci, paired_diff,
+from ecglib.stats import (FLOAT32_FLOOR, attenuation, bootstrap_ci, ci, estimate, is_bounded, mean_ci, paired_diff,
                           summarise, wilson_ci)
 
 
@@ -26,6 +26,13 @@ def test_mean_ci_small_and_missing():
     assert mean_ci([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7, 0.7))
     with pytest.raises(ValueError, match="level"):
         mean_ci([1, 2], level=95)
+
+
+def test_estimate_counts_the_values_it_used():
+    seeds = pd.Series([0.2, float("nan"), 0.4, 0.6], index=[0, 1, 2, 3])     # seed 1 failed to train
+    mean, low, high, n = estimate(seeds)
+    assert n == 3 and (mean, low, high) == pytest.approx(mean_ci([0.2, 0.4, 0.6]))
+    assert estimate([])[3] == 0 and math.isnan(estimate([])[0])
 
 
 def _runs():

@@ -116,11 +116,6 @@ def _ci(row) -> str:
     return fmt_ci(row["mean"], row["low"], row["high"])
 
 
-def _est(values) -> tuple:
-    """(mean, low, high, n) of a Series of per-seed values, NaN dropped."""
-    v = pd.Series(values, dtype=float).dropna()
-    return (*stats.mean_ci(v), len(v))
-
 
 def _per_seed(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: int) -> pd.Series:
     d = df[df["family"] == family].pivot_table(index="seed", columns="depth", values=metric)
@@ -151,12 +146,12 @@ def harder_to_train(all_runs: pd.DataFrame, shallow: int, deep: int) -> tuple[Ju
     if len(f["lstm", shallow]) and f["lstm", shallow].mean() > 0.5:
         return Judgement("inconclusive", f"{counts}: the LSTM fails at depth {shallow} already, so depth's effect "
                                          f"on training cannot be seen", n=len(f["lstm", shallow])), "failures"
-    share = _est((f["lstm", deep] - f["lstm", shallow]) - (f["cnn", deep] - f["cnn", shallow]))
+    share = stats.estimate((f["lstm", deep] - f["lstm", shallow]) - (f["cnn", deep] - f["cnn", shallow]))
     by_failure = judge(*share, margin("C1", "fail_share"), what="share of seeds failing, LSTM - CNN")
     if by_failure.verdict == "supported":
         return dataclasses.replace(by_failure, reason=f"{counts}; {by_failure.reason}"), "failures"
     df = protocol.usable(all_runs)
-    by_loss = judge(*_est(_per_seed(df, "lstm", "train_loss", shallow, deep)
+    by_loss = judge(*stats.estimate(_per_seed(df, "lstm", "train_loss", shallow, deep)
                           - _per_seed(df, "cnn", "train_loss", shallow, deep)),
                     margin("C1", "train_loss"), what="training-loss change of the usable runs, LSTM - CNN")
     return dataclasses.replace(by_loss, reason=f"{counts}; {by_loss.reason}"), "loss"
@@ -175,7 +170,7 @@ def c1(runs: dict[str, pd.DataFrame], grads: pd.DataFrame, shallow: int, deep: i
         hard, measure[name] = harder_to_train(all_runs, shallow, deep)
         # the gradient at initialisation is measured before training: every run has one, trained well or not
         g = grads[(grads["dataset"] == name) & (grads["depth"] == deep) & grads["key"].isin(all_runs["key"])]
-        vanish = _est(g[g["family"] == "lstm"].set_index("seed")["layer_init"]
+        vanish = stats.estimate(g[g["family"] == "lstm"].set_index("seed")["layer_init"]
                       - g[g["family"] == "cnn"].set_index("seed")["layer_init"])
         per[DATASETS[name]] = all_of({
             "harder to train": hard,
@@ -237,9 +232,9 @@ def c8_effects(grads: pd.DataFrame, deep: int, when: str = "init") -> dict[str, 
     out = {}
     for name in grads["dataset"].unique():
         g = grads[(grads["dataset"] == name) & (grads["family"] == "lstm") & (grads["depth"] == deep)].set_index("seed")
-        out[name] = {"diff": _est(g[f"time_{when}"] - g[f"layer_{when}"]), "time": _est(g[f"time_{when}"]),
-                     "layers": _est(g[f"layer_{when}"]), "per_100": _est(g[f"per_100_{when}"]),
-                     "per_layer": _est(g[f"per_layer_{when}"]), "censored": int(g[f"time_censored_{when}"].sum()),
+        out[name] = {"diff": stats.estimate(g[f"time_{when}"] - g[f"layer_{when}"]), "time": stats.estimate(g[f"time_{when}"]),
+                     "layers": stats.estimate(g[f"layer_{when}"]), "per_100": stats.estimate(g[f"per_100_{when}"]),
+                     "per_layer": stats.estimate(g[f"per_layer_{when}"]), "censored": int(g[f"time_censored_{when}"].sum()),
                      "n": len(g), "steps": int(g["steps"].max()) if len(g) else 0}
     return out
 
@@ -616,7 +611,7 @@ def c8_lag(runs: pd.DataFrame, lags, depths, fixed_lag: int) -> Judgement:
                                     f"layer trained at lag {max(lags)}")
     drop_time = acc(1, min(lags)) - far
     drop_depth = acc(min(depths), fixed_lag) - deep
-    return judge(*_est(drop_time - drop_depth), margin("C8", "acc_drop"),
+    return judge(*stats.estimate(drop_time - drop_depth), margin("C8", "acc_drop"),
                  what=f"accuracy lost from lag {min(lags)} to {max(lags)} (1 layer) - from depth {min(depths)} to "
                       f"{max(depths)} (lag {fixed_lag})")
 
@@ -665,7 +660,7 @@ def norm_table(runs: pd.DataFrame, shallow: int, deep: int) -> pd.DataFrame:
         for metric, what in (("train_loss", "training loss"), ("test_score", "test score")):
             at = u[u["depth"] == deep][metric]
             row[f"{what}, depth {deep}"] = fmt_ci(*stats.ci(at, metric)) if len(at) else "no usable run"
-            row[f"{what}, {deep} - {shallow}"] = fmt_ci(*_est(_per_seed(u, family, metric, shallow, deep))[:3])
+            row[f"{what}, {deep} - {shallow}"] = fmt_ci(*stats.estimate(_per_seed(u, family, metric, shallow, deep))[:3])
         rows.append(row)
     return pd.DataFrame(rows or [{"family": "no run", "normalisation": ""}])
 

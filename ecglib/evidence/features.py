@@ -39,10 +39,6 @@ def n_params(family: str, depth: int, width: int = 32, **kw) -> int:
         return models.build_model(family, depth, width, **kw).n_params
 
 
-def _est(values) -> tuple:
-    v = pd.Series(values, dtype=float).dropna()
-    return (*stats.mean_ci(v), len(v))
-
 
 def _per_seed(runs: pd.DataFrame, metric: str, **where) -> pd.Series:
     sel = runs
@@ -53,7 +49,7 @@ def _per_seed(runs: pd.DataFrame, metric: str, **where) -> pd.Series:
 
 def paired(runs: pd.DataFrame, metric: str, a: dict, b: dict) -> tuple:
     """(mean, low, high, n) over seeds of metric(a) - metric(b), the two runs of each seed paired."""
-    return _est(_per_seed(runs, metric, **a) - _per_seed(runs, metric, **b))
+    return stats.estimate(_per_seed(runs, metric, **a) - _per_seed(runs, metric, **b))
 
 
 # ---- 1. receptive-field arithmetic ----
@@ -243,7 +239,7 @@ def span_effects(span_runs: pd.DataFrame, generous_runs: pd.DataFrame, span: int
     out["lstm"] = paired(s, "test_acc", {"family": "lstm", "depth": 1}, lb)
     g = generous_runs[generous_runs.span == span] if len(generous_runs) else generous_runs
     if len(g):
-        out["lstm_generous"] = _est(_per_seed(g, "test_acc") - at_blind)
+        out["lstm_generous"] = stats.estimate(_per_seed(g, "test_acc") - at_blind)
     return out
 
 

@@ -151,7 +151,7 @@ def c5(runs: pd.DataFrame, scale: float, deep: int, early_layers: int) -> Verdic
               f"in {int(normal.sum())} of {len(normal)}")
     effect = (f"LSTM training − seen-patient score, first {early_layers} layer(s) at x{scale:g} learning rate minus "
               "normal, paired by seed")
-    by_failure = judge(*_est(starved - normal), margin("C5", "fail_share"), what="share of seeds failing, starved - normal")
+    by_failure = judge(*stats.estimate(starved - normal), margin("C5", "fail_share"), what="share of seeds failing, starved - normal")
     if j.verdict == "inconclusive" and by_failure.verdict == "supported":
         j = dataclasses.replace(by_failure, verdict="refuted", reason=(
             f"{failed}; {by_failure.reason}: a model whose first layers do not learn does not fit its training data, "
@@ -164,11 +164,6 @@ def c5(runs: pd.DataFrame, scale: float, deep: int, early_layers: int) -> Verdic
                               "larger gap, the comment in the seed a smaller one.",
                       effect=effect)
 
-
-def _est(values) -> tuple:
-    """(mean, low, high, n) of a Series of per-seed values, NaN dropped."""
-    v = pd.Series(values, dtype=float).dropna()
-    return (*stats.mean_ci(v), len(v))
 
 
 def starve_table(runs: pd.DataFrame, pair, scales, records: list[dict]) -> pd.DataFrame:
