@@ -514,7 +514,6 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
     get = lambda f: logs[f] if f in logs else pd.Series(dtype=float)
     faster = get("convlstm") - get("lstm")
     toward_cnn = faster - (get("rescnn") - get("lstm")) / 2
-    est = lambda v: (*stats.mean_ci(v.dropna()), int(v.notna().sum()))
     b = best.get("convlstm")
     acc = pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0})
     if b is not None:
@@ -523,8 +522,8 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
     d = o["hyb_vs_cnn"]
     m = lambda q: margin("C12", q)
     speed = all_of({
-        "faster than the LSTM": judge(*est(faster), m("log_speedup"), what="log training speed-up, hybrid / LSTM"),
-        "closer to the CNN's speed": judge(*est(toward_cnn), m("log_speedup"),
+        "faster than the LSTM": judge(*stats.estimate(faster), m("log_speedup"), what="log training speed-up, hybrid / LSTM"),
+        "closer to the CNN's speed": judge(*stats.estimate(toward_cnn), m("log_speedup"),
                                            what="log speed-up over the LSTM minus half the CNN's")})
     order = {"shuffled test segments": judge(d["mean"], d["low"], d["high"], int(d["n"]), m("drop"),
                                              what=f"shuffle drop at {o['big']:g} s, hybrid - deep CNN")}
