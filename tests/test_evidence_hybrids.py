@@ -82,6 +82,7 @@ def test_c12_reads_accuracy_from_usable_runs_and_a_failed_lstm_is_a_finding():
     assert "lstm" not in best and best["convlstm"]["crop_s"] in (5, 20)
     v = hy.c12(runs, hy.training_speedup(length, NAMES), o, best, NAMES, 16)
     assert v.verdict == "supported" and "the LSTM failed to train at every crop" in v.reason, v.reason
+    assert "LSTM failed to train at every crop, the best hybrid" in v.summary and "nan" not in v.summary
     assert NAMES["lstm"] not in o["drops"].index and NAMES["convlstm"] in o["drops"].index
     # one collapsed hybrid seed drops out of the pair, the others still decide
     runs.loc[(runs["family"] == "convlstm") & (runs["seed"] == 0), "collapsed"] = True
@@ -174,6 +175,7 @@ def test_c12_controls_shuffled_training_and_matched_compute():
     runs, _, names = with_controls({"convlstm": 0.1, "rescnn": 0.0}, matched_f1=0.8)
     v = hy.c12(base, hy.training_speedup(length, NAMES), o, best, names, 16, control, hy.matched_effect(runs, names))
     assert v.verdict == "refuted" and "matched compute refuted" in v.reason
+    assert "hybrid minus the residual CNN at matched compute" in v.summary
 
 
 def test_matched_width_matches_the_hybrids_flops():
