@@ -103,6 +103,27 @@ def test_sweeps_share_configs_and_check_the_pareto_crop():
         hy.sweeps(base, FAMILIES, [5, 10], 7, [4], [1], 4, 2)
 
 
+def test_whole_records_are_their_own_sweep_and_read_against_the_longest_crop():
+    base = dict(dataset="cinc2017", fs=50, width=8, epochs=1)
+    sw = hy.sweeps(base, FAMILIES, [5, 20], 20, [4], [1], 4, 2, whole_s=61)
+    assert {(c.family, c.crop_s) for c in sw["whole"]} == {("convlstm", 61), ("rescnn", 61)} and len(sw["whole"]) == 4
+    assert not set(sw["whole"]) & set(sw["all"])          # the verdicts' longest crop stays the length sweep's
+    assert hy.sweeps(base, FAMILIES, [5, 20], 20, [4], [1], 4, 2)["whole"] == []
+    runs, _ = store(**GOOD)
+    length = runs[runs["model"] != NAMES["shallow"]].assign(converged=True, collapsed=False)
+    at20 = length[(length["crop_s"] == 20) & length["family"].isin(["convlstm", "rescnn"])]
+    gain = {"convlstm": 0.05, "rescnn": 0.0}
+    whole = at20.assign(crop_s=61, key=at20["key"] + "-whole", test_score=at20["test_score"] + at20["family"].map(gain),
+                        converged=True, collapsed=False)
+    whole.loc[(whole["family"] == "rescnn") & (whole["seed"] == 0), "collapsed"] = True   # one CNN seed fails
+    t = hy.whole_table(length, whole).set_index("model")
+    assert t.loc[NAMES["convlstm"], "mean"] == pytest.approx(0.05, abs=1e-9)
+    assert t.loc[NAMES["convlstm"], "seeds"] == len(SEEDS) and t.loc[NAMES["rescnn"], "seeds"] == len(SEEDS) - 1
+    text = hy.whole_text(t.reset_index(), whole, 61, 20)
+    assert f"Failed to train: {NAMES['rescnn']} 1 of {len(SEEDS)} seeds" in text
+    assert "whole-record run" in hy.whole_text(None, None, None, 20)
+
+
 def test_only_the_longest_crop_carries_the_order_probe():
     """The shorter crops stay probe-free, so their configs are the baselines chapter's (trained once)."""
     base = dict(dataset="cinc2017", fs=50, width=8, epochs=1)

@@ -70,12 +70,15 @@ def matched_width(families: dict, width: int, fs, crop_s) -> int:
 
 
 def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shallow_cnn_depth, seeds,
-           control_s=None, cnn_width=None, permute_s=None, rates=None) -> dict:
+           control_s=None, cnn_width=None, permute_s=None, rates=None, whole_s=None,
+           whole_families=("convlstm", "rescnn")) -> dict:
     """length: the contenders at every crop; front: the hybrid's pooling x depth grid at crop_s; shallow: a residual
     CNN with a shorter receptive field at the longest crop (the order probe's second prediction); at the longest
     crop too, control: the hybrid and the CNN trained and tested on segments of control_s seconds shuffled, and
     matched: the CNN at width cnn_width (matched compute); rate: the residual CNN at crop_s and each sampling rate
-    of `rates` (Hz; what rate the task needs); all: each once. Every run at the longest crop carries
+    of `rates` (Hz; what rate the task needs); whole: `whole_families` on crops of whole_s seconds, which hold every
+    record whole (shorter ones zero-padded on the left), kept out of `all` so that no verdict's "longest crop" moves;
+    all: each once. Every run at the longest crop carries
     the order probe (permute at permute_s); the shorter crops leave it out, so their configs equal the baselines
     chapter's and are trained once for both chapters."""
     if crop_s not in crops_s:
@@ -98,8 +101,10 @@ def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shal
     rate = [] if not rates else experiments.sweep(
         {**base, **families["rescnn"], **(at_longest if crop_s == longest else {"crop_s": crop_s})},
         fs=list(rates), seed=seeds)
+    whole = [] if whole_s is None else [c for f in whole_families
+                                        for c in experiments.sweep({**base, **families[f], "crop_s": whole_s}, seed=seeds)]
     return {"length": length, "front": front, "shallow": shallow, "control": control, "matched": matched,
-            "rate": rate, "all": list(dict.fromkeys(length + front + shallow + control + matched + rate))}
+            "rate": rate, "whole": whole, "all": list(dict.fromkeys(length + front + shallow + control + matched + rate))}
 
 
 def epoch_mean(record: dict, field: str) -> float:
@@ -262,6 +267,41 @@ def length_text(length_runs: pd.DataFrame, model_names: dict) -> str:
     return f"At {longest:g} s crops: " + "; ".join(
         f"{n} test challenge F1 {fmt_ci(*f1.loc[n, ['mean', 'low', 'high']])} at {t.loc[n, 'mean']:.1f} s per epoch"
         for f, n in model_names.items() if f != "shallow" and n in f1.index) + "."
+
+
+def whole_table(length_runs: pd.DataFrame, whole_runs: pd.DataFrame) -> pd.DataFrame:
+    """Test challenge F1 of each model trained and tested on whole records beside the same model at the longest crop
+    of the length sweep (usable runs, mean and 95% CI over seeds), and whole minus crop, paired by seed."""
+    longest = length_runs["crop_s"].max()
+    both = protocol.usable(pd.concat([length_runs[(length_runs["crop_s"] == longest)
+                                                  & length_runs["model"].isin(whole_runs["model"])], whole_runs]))
+    rows = []
+    for model, g in both.groupby("model", sort=False):
+        whole, crop = g[g["crop_s"] != longest], g[g["crop_s"] == longest]
+        d = stats.paired_diff(g.assign(at=np.where(g["crop_s"] == longest, "crop", "whole")), "at", "test_score",
+                              "whole", "crop", missing="nan").iloc[0]
+        rows.append({"model": model, f"{longest:g} s crops": fmt_ci(*stats.ci(crop["test_score"], bounded=True)),
+                     "whole records": fmt_ci(*stats.ci(whole["test_score"], bounded=True)),
+                     "whole − crop": fmt_ci(d["mean"], d["low"], d["high"]), "mean": d["mean"], "low": d["low"],
+                     "high": d["high"], "seeds": int(d["n"])})
+    return pd.DataFrame(rows, columns=["model", f"{longest:g} s crops", "whole records", "whole − crop", "mean", "low",
+                                       "high", "seeds"])
+
+
+def whole_text(table: pd.DataFrame | None, whole_runs: pd.DataFrame | None, whole_s, longest) -> str:
+    """What whole records change, in words; runs that failed to train are counted, never averaged in."""
+    if whole_runs is None or whole_runs.empty:
+        return "*No whole-record run in this profile (whole_s is None).*"
+    failed = whole_runs[~protocol.is_usable(whole_runs)]
+    parts = [f"{r['model']}: whole minus {longest:g} s crops {r['whole − crop']}" for _, r in table.iterrows()]
+    text = (f"Trained and tested on whole records ({whole_s:g} s windows, shorter records zero-padded): "
+            + ("; ".join(parts) if parts else "no model has usable runs at both lengths") + " (test challenge F1, "
+            "paired by seed). A difference whose interval lies above zero means the model uses the rest of the "
+            "record; one that straddles zero means the longest crop already held what it uses.")
+    if len(failed):
+        text += " Failed to train: " + ", ".join(f"{m} {len(g)} of {(whole_runs['model'] == m).sum()} seeds"
+                                                  for m, g in failed.groupby("model")) + "."
+    return text
 
 
 def rate_table(rate_runs: pd.DataFrame, fs) -> pd.DataFrame:
