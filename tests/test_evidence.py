@@ -59,7 +59,8 @@ def test_every_run_of_a_family_diverged_breaks_nothing():
         df.loc[df["family"] == "lstm", "status"] = "diverged"
     assert math.isnan(ev.sufficient_depth(runs["mitdb"], "lstm")) and ev.best_config(runs["mitdb"], ["lstm"]) is None
     v, best = ev.c4(runs, ["cnn"], ["lstm"])
-    assert v.verdict == "inconclusive" and "no usable run" in v.summary
+    assert v.verdict == "inconclusive" and "no recurrent model trained at any depth" in v.summary
+    assert "nan" not in v.summary and "none (no run trained) (recurrent)" in v.summary
     t = ev.sweep_table(pd.concat(runs.values()))
     assert (t[t["family"] == "lstm"]["test score"] == "no finished run").all()
     assert (t[t["family"] == "lstm"]["diverged"] == len(SEEDS)).all()

@@ -116,7 +116,6 @@ def _ci(row) -> str:
     return fmt_ci(row["mean"], row["low"], row["high"])
 
 
-
 def _per_seed(df: pd.DataFrame, family: str, metric: str, shallow: int, deep: int) -> pd.Series:
     d = df[df["family"] == family].pivot_table(index="seed", columns="depth", values=metric)
     d = d.reindex(columns=[shallow, deep])  # a depth whose runs all lack the metric stays, as NaN
@@ -216,10 +215,16 @@ def c4(runs: dict[str, pd.DataFrame], conv_families, rnn_families) -> tuple[Verd
                                    what="test score, best recurrent - best conv"),
             "less depth": less})
     j = combine(per)
+    depth = lambda d: "none (no run trained)" if np.isinf(d) else f"{d:g}"
+
+    def versus(b) -> str:
+        if b["rnn"] is None or b["conv"] is None:
+            side = "recurrent" if b["rnn"] is None else "convolutional"
+            return f"no {side} model trained at any depth, so there is no pair to compare"
+        return f"best recurrent {label(b['rnn'])} minus best CNN {label(b['conv'])}, test score {_ci(b['diff'])}"
     summary = " ".join(
-        f"{DATASETS[n]}: smallest sufficient depth {b['d_rnn']:g} (recurrent) vs {b['d_conv']:g} (conv); best "
-        f"recurrent {label(b['rnn'])} minus best CNN {label(b['conv'])}, test score {_ci(b['diff'])} "
-        f"({per[DATASETS[n]].verdict})." for n, b in best.items())
+        f"{DATASETS[n]}: smallest sufficient depth {depth(b['d_rnn'])} (recurrent) vs {depth(b['d_conv'])} (conv); "
+        f"{versus(b)} ({per[DATASETS[n]].verdict})." for n, b in best.items())
     v = Verdict.of(j, claim="C4", chapter="depth", summary=summary, figure="fig-depth-f1", runs=keys(*runs.values()),
                    effect=f"{next(iter(per))} test score, best recurrent minus best convolutional model")
     return v, best
