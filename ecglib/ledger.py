@@ -77,7 +77,10 @@ class Verdict:
 
 
 def fmt_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
-    """'0.812 [0.790, 0.834]', or just the mean when there is no interval (one seed)."""
+    """'0.812 [0.790, 0.834]', or just the mean when there is no interval (one seed), or 'no value' when there is
+    no mean (no usable run), so a reader never meets a bare nan."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "no value (no usable run)"
     if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
         return f"{mean:.{digits}f} (no CI: too few values)"
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

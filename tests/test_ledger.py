@@ -36,3 +36,9 @@ def test_export_writes_parseable_csv_and_json_with_provenance(tmp_path, monkeypa
     rows = doc["verdicts"]
     assert [r["claim"] for r in rows] == ["C1", "C8", "C10"]
     assert rows[1]["runs"] == ["abc", "gone"] and rows[1]["low"] == 0.25 and rows[0]["low"] is None
+
+
+def test_fmt_ci_never_prints_a_bare_nan():
+    assert ledger.fmt_ci(0.8123, 0.79, 0.834) == "0.812 [0.790, 0.834]"
+    assert ledger.fmt_ci(0.5, float("nan"), float("nan")) == "0.500 (no CI: too few values)"
+    assert ledger.fmt_ci(float("nan"), float("nan"), float("nan")) == "no value (no usable run)"

@@ -507,9 +507,11 @@ def c4(table: pd.DataFrame, real_runs: dict[str, pd.DataFrame], rr: pd.DataFrame
 
 
 def c4_text(r) -> str:
-    return (f"{r['dataset']}: the best LSTM ({r['best LSTM depth']} layer(s)) minus the best CNN "
-            f"({r['best CNN depth']} layers): {fmt_ci(r['LSTM - CNN'], r['LSTM - CNN low'], r['LSTM - CNN high'])} "
-            f"test score; the best CNN minus the one-layer CNN: "
+    layers = lambda d, what: f"no {what} trained at any depth" if pd.isna(d) else f"{int(d)} layer{'s' * (int(d) != 1)}"
+    versus = (f"the best LSTM ({layers(r['best LSTM depth'], 'LSTM')}) minus the best CNN "
+              f"({layers(r['best CNN depth'], 'CNN')}): "
+              f"{fmt_ci(r['LSTM - CNN'], r['LSTM - CNN low'], r['LSTM - CNN high'])} test score")
+    return (f"{r['dataset']}: {versus}; the best CNN minus the one-layer CNN: "
             f"{fmt_ci(r['CNN gain from depth'], r['gain low'], r['gain high'])}")
 
 
