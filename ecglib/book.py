@@ -28,6 +28,8 @@ from ecglib import files
 from ecglib.experiments import CHAPTER, PLAN, RUNS_LOG, STORE_ONLY, check_executor, describe_store
 from ecglib.files import ROOT
 RESERVED = ("profile", "executor", "fresh")   # every notebook chapter declares these; build() sets them
+# Parameters that switch a part of a chapter off when null, whatever their default's type.
+NULLABLE = ("whole_s", "remedy")
 LOG_TAIL = 40
 
 
@@ -166,6 +168,8 @@ def _expected(name: str, default, item: bool = False):
 
 def _check_value(where: str, chapter: str, name: str, value, default):
     """The value to pass, or a ValueError naming the parameter and what it must be."""
+    if value is None and name in NULLABLE:
+        return None
     if isinstance(default, float) and isinstance(value, str):
         try:
             value = float(value)   # PyYAML reads 1e-3 as a string

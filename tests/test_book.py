@@ -174,6 +174,10 @@ def test_real_chapter_parameters_are_checked():
     assert params["hybrids"]["train_fraction"] == 0.1   # YAML 1.1 reads 1e-1 as a string; the default says number
     with pytest.raises(ValueError, match=r"seeds of chapter features must be a non-empty list of integers >= 0"):
         book._plan(book.ROOT, "smoke", ["features"], {"seeds": "5"}, None, False, False)
+    _, params = book._plan(book.ROOT, "smoke", ["hybrids"], {"whole_s": "null", "remedy": "null"}, None, False, False)
+    assert params["hybrids"]["whole_s"] is None and params["hybrids"]["remedy"] is None   # parts switched off
+    with pytest.raises(ValueError, match=r"control_s of chapter hybrids must be a number"):
+        book._plan(book.ROOT, "smoke", ["hybrids"], {"control_s": "null"}, None, False, False)
 
 
 def html_images(html: Path) -> list[str]:

@@ -109,6 +109,7 @@ def test_whole_records_are_their_own_sweep_and_read_against_the_longest_crop():
     assert {(c.family, c.crop_s) for c in sw["whole"]} == {("convlstm", 61), ("rescnn", 61)} and len(sw["whole"]) == 4
     assert not set(sw["whole"]) & set(sw["all"])          # the verdicts' longest crop stays the length sweep's
     assert hy.sweeps(base, FAMILIES, [5, 20], 20, [4], [1], 4, 2)["whole"] == []
+    assert len(hy.sweeps(base, FAMILIES, [5, 20], 20, [4], [1], 4, 3, whole_s=61, whole_seeds=1)["whole"]) == 2
     runs, _ = store(**GOOD)
     length = runs[runs["model"] != NAMES["shallow"]].assign(converged=True, collapsed=False)
     at20 = length[(length["crop_s"] == 20) & length["family"].isin(["convlstm", "rescnn"])]
@@ -197,6 +198,31 @@ def test_c12_controls_shuffled_training_and_matched_compute():
     v = hy.c12(base, hy.training_speedup(length, NAMES), o, best, names, 16, control, hy.matched_effect(runs, names))
     assert v.verdict == "refuted" and "matched compute refuted" in v.reason
     assert "hybrid minus the residual CNN at matched compute" in v.summary
+
+
+def test_a_matched_compute_gap_that_the_remedy_undoes_does_not_refute():
+    """The hybrid clearly worse than the matched CNN under the recipe refutes accuracy, unless under the standard
+    remedy it is not clearly worse than even the full-width CNN: then the part is inconclusive."""
+    runs, records, names = with_controls({"convlstm": 0.1, "rescnn": 0.0}, matched_f1=0.8)
+    base = runs[~runs["model"].str.contains("shuffled|matched")]
+    length = base[base["model"] != NAMES["shallow"]]
+    o = hy.order_effects(hy.permutation_drops(base, records).query("crop_s == 20"), base, NAMES)
+    control, matched = hy.control_effect(runs, names), hy.matched_effect(runs, names)
+    remedied = lambda gap: pd.DataFrame([{"key": f"{f}-{s}", "family": f, "seed": s, "status": "ok", "converged": True,
+                                          "collapsed": False, "test_score": 0.75 + (gap if f == "convlstm" else 0)
+                                          + 0.001 * s} for f in ("convlstm", "rescnn") for s in SEEDS])
+    args = (base, hy.training_speedup(length, NAMES), o, hy.best_models(runs), names, 16, control, matched)
+    closed = hy.remedy_effect(remedied(-0.005))
+    assert closed["diff"]["mean"] == pytest.approx(-0.005) and closed["trained"]["convlstm"] == f"{len(SEEDS)}/{len(SEEDS)}"
+    v = hy.c12(*args, remedy=closed)
+    assert "matched compute inconclusive" in v.reason and "recipe understated the hybrid" in v.reason, v.reason
+    assert "with the longer budget, hybrid minus the full-width CNN" in v.summary
+    v = hy.c12(*args, remedy=hy.remedy_effect(remedied(-0.2)))           # the remedy does not undo it
+    assert v.verdict == "refuted" and "matched compute refuted" in v.reason
+    assert "longer training" in hy.remedy_text(closed, "longer training", 10)
+    with pytest.raises(ValueError, match="not a standard remedy"):
+        hy.remedy_sweeps({}, [0], "more coffee")
+    assert hy.remedy_sweeps({}, [0], None) == {}
 
 
 def test_matched_width_matches_the_hybrids_flops():
