@@ -625,8 +625,9 @@ def c12(runs: pd.DataFrame, train_speed: pd.DataFrame, o: dict, best: dict, mode
             again = not_worse(d["mean"], d["low"], d["high"], int(d["n"]), m("test_score"),
                               what="test challenge F1 under the remedy, hybrid - full-width CNN")
             if again.verdict != "refuted":
-                vs_cnn = Judgement("inconclusive", f"{vs_cnn.reason}; but under the standard remedy the gap does not "
-                                                   f"hold ({again.reason}), so the recipe understated the hybrid",
+                vs_cnn = Judgement("inconclusive", f"{vs_cnn.reason}; but the standard remedy does not confirm "
+                                                   f"the gap ({again.reason}), so the recipe may have understated "
+                                                   f"the hybrid",
                                    vs_cnn.mean, vs_cnn.low, vs_cnn.high, vs_cnn.margin, vs_cnn.n)
         accuracy["not worse than the CNN at matched compute"] = vs_cnn
     j = all_of({"speed": speed, "order": all_of(order), "accuracy": all_of(accuracy)})
