@@ -86,3 +86,15 @@ def test_verdict_lines_for_the_top_of_a_chapter():
                         value=-0.01, low=-0.02, high=0.0)]
     assert co.verdict_lines(v) == ("- {bdg-danger}`refuted` **C11**: " + ledger.CLAIM_TEXT["C11"]
                                    + " *gated - plain:* -0.010 [-0.020, 0.000]")
+
+
+def test_best_prefers_a_configuration_enough_seeds_vouch_for():
+    """Two lucky seeds of a remedy run must not outrank five seeds of the recipe: the best needs MIN_RUNS seeds."""
+    rows = [{"family": "gru", "depth": 2, "width": 32, "epochs": 40, "seed": s, "val_score": 0.60, "test_score": 0.5,
+             "status": "ok", "converged": True, "collapsed": False} for s in range(5)]
+    rows += [{"family": "gru", "depth": 2, "width": 32, "epochs": 80, "seed": s, "val_score": 0.70, "test_score": 0.55,
+              "status": "ok", "converged": s < 2, "collapsed": False} for s in range(3)]
+    b = co.best(pd.DataFrame(rows), ["gru"])
+    assert set(b["epochs"]) == {40} and len(b) == 5
+    few = pd.DataFrame(rows[5:])                      # nothing has three usable seeds: the best there is
+    assert set(co.best(few, ["gru"])["epochs"]) == {80}

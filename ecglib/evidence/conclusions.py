@@ -13,6 +13,7 @@ import pandas as pd
 from .. import experiments, ledger, stats
 from ..plots import FAMILY_LABELS
 from ..protocol import usable
+from ..verdicts import MIN_RUNS
 
 # The three explanations of the depth gap and the claims that bear on each: +1 when a supported verdict speaks
 # for the explanation, -1 when it speaks against it (C9: "need not overfit; architecture drives the layer count").
@@ -188,13 +189,18 @@ _NOT_CONFIG = ("seed", "probes", "permute_s")
 
 
 def best(runs: pd.DataFrame, families) -> pd.DataFrame:
-    """The usable runs of the configuration with the best mean validation score among `families`."""
+    """The usable runs of the configuration with the best mean validation score among `families`, among those with
+    at least MIN_RUNS usable seeds where any has (a configuration two seeds vouch for has no useful interval)."""
     r = usable(runs[runs["family"].isin(families)])
     if not len(r):
         return r
     cols = [c for c in experiments.RunConfig.__dataclass_fields__ if c not in _NOT_CONFIG and c in r.columns]
     keyed = r.assign(_cfg=[repr(tuple(row)) for row in r[cols].itertuples(index=False)])
-    top = keyed.groupby("_cfg")["val_score"].mean().idxmax()
+    by = keyed.groupby("_cfg")
+    score, seeds = by["val_score"].mean(), by["seed"].nunique()
+    if (seeds >= MIN_RUNS).any():
+        score = score[seeds >= MIN_RUNS]
+    top = score.idxmax()
     return keyed[keyed["_cfg"] == top].drop(columns="_cfg")
 
 
@@ -216,7 +222,7 @@ def anchors(runs: pd.DataFrame, records: dict) -> tuple[pd.DataFrame, list[str]]
         b = best(cinc, fams)
         if len(b):
             used += list(b["key"])
-            m, lo, hi = stats.mean_ci([stats.challenge_f1(records[k]) for k in b["key"]])
+            m, lo, hi = stats.ci([stats.challenge_f1(records[k]) for k in b["key"]], bounded=True)
             lines.append({"benchmark": "CinC 2017, challenge F1 (N, A, O)", "ours": f"{name}: {_describe(b)}",
                           "our value": ledger.fmt_ci(m, lo, hi),
                           "published": "0.83 best hidden-test entry; 0.821 conv + 3-layer BiLSTM (Zihlmann)",
