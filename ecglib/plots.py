@@ -237,8 +237,14 @@ def mixed_code_warning(codes: pd.Series) -> str:
             "--fresh`) before citing a comparison between them.\n:::")
 
 
+def styled(df: pd.DataFrame, floatfmt: str = "{:.3f}"):
+    return (df.style.format(floatfmt, subset=df.select_dtypes("float").columns, na_rep="—")
+            .format(na_rep="—", subset=df.select_dtypes(exclude="float").columns).hide(axis="index"))
+
+
 def table(df: pd.DataFrame, name: str, floatfmt: str = "{:.3f}") -> None:
-    """Show a table and a link that downloads it as CSV (embedded, so it survives any hosting)."""
-    display(df.style.format(floatfmt, subset=df.select_dtypes("float").columns).hide(axis="index"))
+    """Show a table and a link that downloads it as CSV (embedded, so it survives any hosting). A missing value
+    shows as a dash (a class with no beats, a family with no usable run), never as 'nan'."""
+    display(styled(df, floatfmt))
     payload = base64.b64encode(df.to_csv(index=False).encode()).decode()
     display(HTML(f'<a download="{name}.csv" href="data:text/csv;base64,{payload}">Download {name}.csv</a>'))

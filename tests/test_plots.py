@@ -146,3 +146,9 @@ def test_a_line_over_task_names_counts_as_data():
     b.plot(["GunPoint", "ECG200"], [float("nan")] * 2, marker="o")
     assert plots.has_data(a) and not plots.has_data(b)
     plt.close(fig)
+
+
+def test_tables_show_missing_values_as_a_dash():
+    import pandas as pd
+    html = plots.styled(pd.DataFrame({"class": ["N", "Q"], "F1": [0.91, float("nan")], "note": ["", None]})).to_html()
+    assert ">nan<" not in html and ">None<" not in html and html.count(">—<") == 2 and "0.910" in html
