@@ -13,6 +13,11 @@ DATASETS = {"mitdb": "MIT-BIH", "cinc2017": "CinC 2017", "gunpoint": "GunPoint",
             "product": "product task", "synthetic": "pattern span"}
 
 
+def seed_list(seeds) -> list[int]:
+    """A chapter's `seeds` parameter as a list: a count n means seeds 0..n-1."""
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
 def keys(*frames: pd.DataFrame) -> list[str]:
     """The store keys behind some tables, sorted, each once."""
     return sorted({k for f in frames for k in f["key"]})

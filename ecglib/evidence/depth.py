@@ -16,14 +16,14 @@ from .. import experiments, models, protocol, stats
 from ..ledger import Verdict, fmt_ci
 from ..plots import FAMILY_LABELS
 from ..verdicts import MIN_RUNS, Judgement, all_of, combine, judge, margin, not_worse
-from . import DATASETS, keys, recipe
+from . import DATASETS, keys, recipe, seed_list
 
 
 def depth_sweep(base: dict, conv_families, rnn_families, conv_depths, rnn_depths, seeds) -> list:
     """The depth sweep on one database: every conv family at conv_depths, every recurrent one at rnn_depths.
     Defined once: the depth, overfitting and features chapters read the same stored runs from it, each at the
     learning rate protocol.tune_lr chose for its family and depth."""
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    seeds = seed_list(seeds)
     return (experiments.sweep(base, family=list(conv_families), depth=list(conv_depths), seed=seeds)
             + experiments.sweep(base, family=list(rnn_families), depth=list(rnn_depths), seed=seeds))
 
@@ -574,7 +574,7 @@ def lag_sweep(base: dict, lags, depths, fixed_lag: int, lrs, seeds) -> list:
     """A one-layer LSTM at every lag, and LSTMs of every depth at `fixed_lag`, each at every learning rate of
     `lrs` (the same search at every point). Read out from the last state: a pooled readout would let the marked
     value reach the output without crossing the lag."""
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    seeds = seed_list(seeds)
     base = {**base, "dataset": "synthetic", "family": "lstm", "readout": "last"}
     return (experiments.sweep({**base, "depth": 1}, lag=list(lags), lr=list(lrs), seed=seeds)
             + experiments.sweep({**base, "lag": fixed_lag}, depth=list(depths), lr=list(lrs), seed=seeds))

@@ -18,7 +18,7 @@ import seaborn as sns
 import torch
 
 from .. import experiments, plots, protocol, stats
-from . import recipe
+from . import recipe, seed_list
 from ..data import CINC_CLASSES
 from ..diagnostics import flops_per_sample, throughput
 from ..ledger import Verdict, fmt_ci
@@ -84,7 +84,7 @@ def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shal
     chapter's and are trained once for both chapters."""
     if crop_s not in crops_s:
         raise ValueError(f"crop_s={crop_s} must be one of crops_s={crops_s}: the Pareto plot compares all families there")
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    seeds = seed_list(seeds)
     longest = max(crops_s)
     at_longest = {"crop_s": longest, **({"probes": ["permute"], "permute_s": list(permute_s)} if permute_s else {})}
     length = [c for f in families.values() for crop in crops_s
@@ -102,8 +102,7 @@ def sweeps(base: dict, families: dict, crops_s, crop_s, pools, lstm_depths, shal
     rate = [] if not rates else experiments.sweep(
         {**base, **families["rescnn"], **(at_longest if crop_s == longest else {"crop_s": crop_s})},
         fs=list(rates), seed=seeds)
-    whole_seeds = seeds if whole_seeds is None else (list(range(whole_seeds)) if isinstance(whole_seeds, int)
-                                                     else list(whole_seeds))
+    whole_seeds = seeds if whole_seeds is None else seed_list(whole_seeds)
     whole = [] if whole_s is None else [c for f in whole_families for c in
                                         experiments.sweep({**base, **families[f], "crop_s": whole_s}, seed=whole_seeds)]
     return {"length": length, "front": front, "shallow": shallow, "control": control, "matched": matched,
