@@ -168,3 +168,45 @@ def test_equal_effort_gives_the_failed_familys_remedy_to_every_family(world):
     assert t.loc["LSTM", "difference (paired)"] == "no pair" and t.loc["LSTM", "best epoch, equal effort"] == 30
     with pytest.raises(ValueError, match="known"):
         ev.effort_sweeps(selections, [0], {"mitdb": "more epochs"})
+
+
+def test_more_data_repeats_the_equal_effort_runs_on_more_records_paired_by_seed(world):
+    """The more-data runs are the equal-effort configs with only the training share changed; the table and text set
+    them beside those runs by seed, and name the best family against the published CinC score."""
+    selections, _, _ = world
+    selections[("cinc2017", "cnn")] = selection({**CINC, "train_fraction": 0.3}, "cnn")
+    effort = ev.effort_sweeps(selections, [0, 1, 2], {"cinc2017": "longer training", "mitdb": "longer training"})
+    data = ev.data_sweeps(effort, {"cinc2017": 1.0})
+    assert set(data) == {("cinc2017", "cnn")}
+    for before, after in zip(effort[("cinc2017", "cnn")], data[("cinc2017", "cnn")]):
+        assert after.train_fraction == 1.0 and after.key != before.key
+        assert {k: v for k, v in after.to_dict().items() if k != "train_fraction"} == \
+            {k: v for k, v in before.to_dict().items() if k != "train_fraction"}
+    assert ev.data_sweeps(effort, {"cinc2017": 1.0}, families=["lstm"]) == {}
+    before = {"cinc2017": [0.70, 0.72, 0.74], "data": [0.75, 0.78, 0.79]}
+    rows = [{**c.to_dict(), "key": c.key, "status": "ok", "converged": True, "collapsed": False, "test_score": s,
+             "best_epoch": 20} for cs, scores in ((effort[("cinc2017", "cnn")], before["cinc2017"]),
+                                                  (data[("cinc2017", "cnn")], before["data"])) for c, s in zip(cs, scores)]
+    runs = pd.DataFrame(rows)
+    t = ev.data_table(runs, effort, data).set_index("family")
+    assert t.loc["plain CNN", "trained, 100% of the training records"] == "3/3"
+    assert t.loc["plain CNN", "difference (paired)"].startswith("0.053 [")      # (0.05 + 0.06 + 0.05) / 3
+    text = ev.data_text(runs, effort, data)
+    assert "plain CNN, 0.773 [" in text and "0.057 below the best published score (0.83" in text
+    assert "gained: plain CNN" in text
+    # a seed whose more-data run failed drops out of the pairs and the score
+    text = ev.data_text(runs.assign(converged=[True] * 5 + [False]), effort, data)
+    assert "(2 seeds)" in text
+    assert ev.data_text(runs, effort, {}).startswith("This profile trains every family on its stated share")
+
+
+def test_more_data_is_checked_before_anything_trains():
+    ev.check_more_data({"cinc2017": 1.0}, ["cnn"], ["cnn"], {"cinc2017": "longer training"})
+    ev.check_more_data(None, ["cnn"])
+    with pytest.raises(ValueError, match=r"more_data names tasks \['cinc2017'\] without equal-effort runs"):
+        ev.check_more_data({"cinc2017": 1.0}, ["cnn"], None, {"mitdb": "longer training"})
+    with pytest.raises(ValueError, match=r"data_families \['gru'\] are not among"):
+        ev.check_more_data({"cinc2017": 1.0}, ["cnn"], ["gru"], {"cinc2017": "longer training"})
+    for share in (0, 1.5, "all", True):
+        with pytest.raises(ValueError, match=r"a number in \(0, 1\]"):
+            ev.check_more_data({"cinc2017": share}, ["cnn"], None, {"cinc2017": "longer training"})

@@ -98,3 +98,23 @@ def test_best_prefers_a_configuration_enough_seeds_vouch_for():
     assert set(b["epochs"]) == {40} and len(b) == 5
     few = pd.DataFrame(rows[5:])                      # nothing has three usable seeds: the best there is
     assert set(co.best(few, ["gru"])["epochs"]) == {80}
+
+
+def test_anchors_state_the_cinc_setting_of_the_configuration_they_chose():
+    """The CinC row scores the best configuration by validation (never by test) and says how its setting differs from
+    the challenge's: the training share and crop come from that configuration, not from a fixed sentence."""
+    def run(key, fraction, seed, val, f1):
+        return {"key": key, "dataset": "cinc2017", "labels": "final", "split": "inter", "shuffle_labels": False,
+                "family": "rescnn", "depth": 8, "width": 32, "fs": 50.0, "crop_s": 10.0, "train_fraction": fraction,
+                "seed": seed, "val_score": val, "test_score": f1, "test_acc": f1, "status": "ok", "converged": True,
+                "collapsed": False}
+    # the full-share runs validate better but test worse: the choice must follow validation
+    rows = [run(f"a{s}", 0.3, s, 0.70, 0.80) for s in range(3)] + [run(f"b{s}", 1.0, s, 0.75, 0.76) for s in range(3)]
+    records = {r["key"]: {"classes": ["N", "A", "O", "~"], "test": {"f1": [0.9, r["test_score"], 0.6, 0.5]}}
+               for r in rows}
+    table, used = co.anchors(pd.DataFrame(rows), records)
+    row = table[table["benchmark"].str.startswith("CinC")].iloc[0]
+    assert row["ours"] == "best CNN: residual CNN, depth 8, width 32" and used == ["b0", "b1", "b2"]
+    assert row["our value"].startswith("0.753")                # mean of 0.9, 0.76, 0.6
+    assert "50 Hz" in row["protocol difference"] and "10 s crops" in row["protocol difference"]
+    assert "trained on 100% of the training records" in row["protocol difference"]

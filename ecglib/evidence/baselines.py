@@ -8,6 +8,7 @@ models are credible before reading any verdict.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import matplotlib.pyplot as plt
@@ -170,31 +171,117 @@ def effort_sweeps(selections: dict, seeds, equal_effort: dict | None, remedies: 
             for (t, family), sel in selections.items() if t == task}
 
 
+def _compare(before: pd.DataFrame, after: pd.DataFrame, task: str, family: str, names: tuple[str, str]) -> dict:
+    """One table row: seeds that trained, test score (mean [95% CI] over usable runs) and mean best epoch of two arms
+    of the same seeds, and their difference (after - before) paired by seed."""
+    from ..ledger import fmt_ci
+
+    both = pd.concat([before.assign(arm="before"), after.assign(arm="after")])
+    ok = protocol.usable(both)
+    row = {"task": TASKS[task], "family": FAMILY_LABELS.get(family, family)}
+    for arm, name in zip(("before", "after"), names):
+        g, u = both[both["arm"] == arm], ok[ok["arm"] == arm]
+        row[f"trained, {name}"] = f"{u['seed'].nunique()}/{g['seed'].nunique()}"
+        row[f"test score, {name}"] = "no usable run" if u.empty else fmt_ci(*stats.ci(u["test_score"], "test_score"))
+        row[f"best epoch, {name}"] = round(float(g["best_epoch"].mean()), 1) if len(g) else float("nan")
+    d = stats.paired_diff(ok, "arm", "test_score", "after", "before", missing="nan").iloc[0]
+    row["difference (paired)"] = fmt_ci(d["mean"], d["low"], d["high"]) if d["n"] else "no pair"
+    return row
+
+
 def effort_table(final: pd.DataFrame, effort: pd.DataFrame, sweeps: dict) -> pd.DataFrame:
     """Per task and family: seeds that trained and test score (mean [95% CI] over usable runs) with the chapter's
     recipe (the final runs of the same seeds) and with the equal-effort remedy, their difference paired by seed,
     and the mean best epoch of each."""
-    from ..ledger import fmt_ci
-
     rows = []
     for (task, family), configs in sweeps.items():
         seeds = [c.seed for c in configs]
-        longer = effort[effort["key"].isin([c.key for c in configs])].assign(arm="longer")
         base = final[(final["family"] == family) & final["seed"].isin(seeds)
-                     & (final.apply(lambda r: task_of(r.to_dict()), axis=1) == task)].assign(arm="recipe")
-        both = pd.concat([base, longer])
-        ok = protocol.usable(both)
-        row = {"task": TASKS[task], "family": FAMILY_LABELS.get(family, family)}
-        for arm, name in (("recipe", "the chapter's recipe"), ("longer", "equal effort")):
-            g, u = both[both["arm"] == arm], ok[ok["arm"] == arm]
-            row[f"trained, {name}"] = f"{u['seed'].nunique()}/{g['seed'].nunique()}"
-            row[f"test score, {name}"] = ("no usable run" if u.empty
-                                          else fmt_ci(*stats.ci(u["test_score"], "test_score")))
-            row[f"best epoch, {name}"] = round(float(g["best_epoch"].mean()), 1) if len(g) else float("nan")
-        d = stats.paired_diff(ok, "arm", "test_score", "longer", "recipe", missing="nan").iloc[0]
-        row["difference (paired)"] = fmt_ci(d["mean"], d["low"], d["high"]) if d["n"] else "no pair"
-        rows.append(row)
+                     & (final.apply(lambda r: task_of(r.to_dict()), axis=1) == task)]
+        rows.append(_compare(base, effort[effort["key"].isin([c.key for c in configs])], task, family,
+                             ("the chapter's recipe", "equal effort")))
     return pd.DataFrame(rows)
+
+
+def check_more_data(more_data: dict | None, families, data_families=None, equal_effort: dict | None = None) -> None:
+    """Refuse, before anything trains, a more_data ({task: share of the training records}) that data_sweeps could not
+    honour: a task without equal-effort runs to repeat, a family the chapter does not train, a share outside (0, 1]."""
+    more_data = more_data or {}
+    missing = sorted(set(more_data) - set(equal_effort or {}))
+    if missing:
+        raise ValueError(f"more_data names tasks {missing} without equal-effort runs to repeat on more data: name "
+                         f"them in equal_effort too, or drop them from more_data")
+    unknown = sorted(set(data_families or ()) - set(families))
+    if unknown:
+        raise ValueError(f"data_families {unknown} are not among the chapter's families {list(families)}")
+    bad = {task: share for task, share in more_data.items()
+           if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1}
+    if bad:
+        raise ValueError(f"more_data {bad}: a share of the training records is a number in (0, 1]")
+
+
+def data_sweeps(base: dict, more_data: dict | None, families=None) -> dict:
+    """(task, family) -> run configs: the `base` sweeps ((task, family) -> configs, effort_sweeps') again on the share
+    of the training records `more_data` names ({task: fraction}), for `families` (None: every family). Paired by seed
+    with the base runs, they measure how much of the distance to the published numbers is the training data the
+    profile leaves out. check_more_data says whether the arguments make sense."""
+    more_data = more_data or {}
+    return {(task, family): [dataclasses.replace(c, train_fraction=float(more_data[task])) for c in configs]
+            for (task, family), configs in base.items()
+            if task in more_data and (families is None or family in families)}
+
+
+def data_table(runs: pd.DataFrame, base: dict, data: dict) -> pd.DataFrame:
+    """Per task and family given more data (data_sweeps): the base runs beside the same configs and seeds on more of
+    the training records, as effort_table sets its two arms, paired by seed."""
+    rows = []
+    for (task, family), configs in data.items():
+        before = base[(task, family)]
+        names = tuple(f"{c[0].train_fraction:.0%} of the training records" for c in (before, configs))
+        rows.append(_compare(runs[runs["key"].isin([c.key for c in before])],
+                             runs[runs["key"].isin([c.key for c in configs])], task, family, names))
+    return pd.DataFrame(rows)
+
+
+def data_text(runs: pd.DataFrame, base: dict, data: dict) -> str:
+    """The more-data runs in words: per task, the best family on more data beside the best published score on that
+    task's metric, and which families gained (a paired interval above zero), lost or could not be told apart."""
+    from ..ledger import fmt_ci
+
+    if not data:
+        return "This profile trains every family on its stated share of the training records only (`more_data` is empty)."
+    lines = []
+    for task in dict.fromkeys(t for t, _ in data):
+        scores, moved = {}, {"gained": [], "lost": [], "no clear change": []}
+        for (t, family), configs in data.items():
+            if t != task:
+                continue
+            name = FAMILY_LABELS.get(family, family)
+            keys = {"before": [c.key for c in base[(t, family)]], "after": [c.key for c in configs]}
+            both = pd.concat([runs[runs["key"].isin(k)].assign(arm=arm) for arm, k in keys.items()])
+            ok = protocol.usable(both)
+            after = ok[ok["arm"] == "after"]
+            if after.empty:
+                continue
+            scores[name] = (*stats.ci(after["test_score"], "test_score"), len(after))
+            d = stats.paired_diff(ok, "arm", "test_score", "after", "before", missing="nan").iloc[0]
+            if d["n"] >= 2:
+                moved["gained" if d["low"] > 0 else "lost" if d["high"] < 0 else "no clear change"].append(name)
+        share = f"{data[next(k for k in data if k[0] == task)][0].train_fraction:.0%} of the training records"
+        if not scores:
+            lines.append(f"- {TASKS[task]}: no family trained on {share}.")
+            continue
+        best = max(scores, key=lambda f: scores[f][0])
+        mean, low, high, n = scores[best]
+        text = f"- {TASKS[task]}, on {share}: the best family is the {best}, {fmt_ci(mean, low, high)} ({n} seeds)"
+        anchors = ANCHORS[(ANCHORS["task"] == task) & (ANCHORS["metric"] == "test_score")]
+        if len(anchors):
+            top = anchors.loc[anchors["value"].idxmax()]
+            text += (f", {top['value'] - mean:.3f} below the best published score ({top['value']:g} "
+                     f"{{cite}}`{top['source']}`: {top['comparable']})")
+        said = "; ".join(f"{how}: {', '.join(names)}" for how, names in moved.items() if names)
+        lines.append(text + "." + (f" Paired by seed with the smaller share ({said})." if said else ""))
+    return "\n".join(lines)
 
 
 def remedies_table(runs: pd.DataFrame, sweeps: dict[tuple, list], remedies: dict | None = None) -> pd.DataFrame:
