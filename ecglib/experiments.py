@@ -792,7 +792,7 @@ def _log_runs(records: list[dict]) -> None:
 _METRIC_COLUMNS = [f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "acc", "macro_f1", "score")]
 # Blocks newer records may hold (NaN where a record has none): seen (config.seen_holdout), train.weighted_loss.
 _OPTIONAL_COLUMNS = [f"seen_{m}" for m in ("loss", "acc", "macro_f1", "score")] + ["train_weighted_loss"]
-_RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "converged", "collapsed", "collapse",
+_RUN_COLUMNS = ["key", "status", "diverged_epoch", "best_epoch", "converged", "levelled", "collapsed", "collapse",
                 "n_params", "receptive_field", *_METRIC_COLUMNS, *_OPTIONAL_COLUMNS, "wall_s", "train_s", "threads",
                 "device", "commit", "code", "finished_at"]
 
@@ -813,12 +813,42 @@ def collapse_reason(r: dict) -> str | None:
     return reason
 
 
+# The annealing rule of levelled(): a rate at most ANNEALED of its peak has decayed to ~zero (an 80-epoch cosine
+# schedule ends near 1e-4 of its peak; four plateau cuts by 0.3 leave 0.8%); LEVEL_TOL is a quarter of the two points
+# of score that the score verdicts take as their practical margin (verdicts.MARGINS).
+ANNEALED = 0.01
+LEVEL_TOL = 0.005
+
+
+def levelled(r: dict) -> bool:
+    """True for a stored run that ran its whole epoch budget, without diverging, with its learning rate annealed to at
+    most ANNEALED of its peak by the last epoch and its validation score levelled off: less than LEVEL_TOL gained over
+    the last train.NO_PATIENCE_GAP epochs. The schedule ended such a run, not the budget: it is converged although its
+    best epoch may be among its last (train.converged, recorded at training time, reads that as "still improving").
+    Under a cosine schedule that is what the best epoch of a finished run looks like: the rate falls to zero by design,
+    and so does what each epoch can still add. Measured on the store (session 25): every cosine run that ran its 80
+    epochs gained at most 0.002 in its last 5, and train.converged had marked 7 of them unconverged."""
+    from ecglib.train import NO_PATIENCE_GAP   # train imports torch: loaded when the first run is read
+
+    history, epochs = r.get("history") or [], r["config"].get("epochs")
+    if r["status"] != "ok" or r.get("diverged_epoch") is not None or len(history) != epochs:
+        return False
+    scores, rates = [h["val_score"] for h in history], [h["lr"] for h in history]
+    if len(scores) <= NO_PATIENCE_GAP or any(v is None or not np.isfinite(v) for v in scores):
+        return False
+    gained = max(scores) - max(scores[:-NO_PATIENCE_GAP])
+    return bool(rates[-1] <= ANNEALED * max(rates) and gained < LEVEL_TOL)
+
+
 def _row(r: dict) -> dict:
     row = {k: tuple(v) if isinstance(v, list) else v for k, v in {**_DEFAULTS, **r["config"]}.items()}
     row.update({k: r[k] for k in ("key", "status", "diverged_epoch", "best_epoch", "converged", "n_params",
                                   "receptive_field")})
     collapse = collapse_reason(r)
     row.update(collapsed=collapse is not None, collapse=collapse or "")
+    # the gate's convergence: stopped early after its best epoch (recorded), or ended by an annealed schedule
+    row["levelled"] = not r["converged"] and levelled(r)
+    row["converged"] = bool(r["converged"]) or row["levelled"]
     for s in ("train", "val", "test"):
         for m in ("loss", "acc", "macro_f1", "score"):
             row[f"{s}_{m}"] = np.nan if r[s][m] is None else r[s][m]

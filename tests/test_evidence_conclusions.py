@@ -79,6 +79,9 @@ def test_failed_runs_come_from_the_protocol_flags():
     assert f.to_dict("records") == [{"dataset": "mitdb", "family": "lstm", "depth": 8, "runs": 2, "not usable": 2,
                                      "diverged": 1, "unconverged": 1, "collapsed": 1}]
     assert co.failed_text(runs, f).startswith("2 of 3 stored ECG runs")
+    assert "annealed" not in co.failed_text(runs, f)
+    text = co.failed_text(runs.assign(levelled=[False, False, True, False]), f)
+    assert "1 runs that ran their whole budget count as converged" in text and "at most 1% of its peak" in text
 
 
 def test_verdict_lines_for_the_top_of_a_chapter():

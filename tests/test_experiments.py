@@ -471,3 +471,43 @@ def test_a_chapter_lists_the_stored_runs_it_reads(store, tmp_path, monkeypatch):
     assert sorted(log.read_text().split()) == sorted(c.key for c in configs)
     df = ex.load_runs(configs[:1])
     assert df.loc[0, "threads"] == 2 and df.loc[0, "train_s"] == 45.0
+
+
+def _finished(scores, rates, converged=False, epochs=None, status="ok"):
+    """A stored record reduced to what the convergence gate reads."""
+    return {"status": status, "diverged_epoch": None, "converged": converged,
+            "config": {"epochs": len(scores) if epochs is None else epochs},
+            "history": [{"val_score": s, "lr": r} for s, r in zip(scores, rates)]}
+
+
+def test_a_run_ended_by_an_annealed_schedule_on_a_flat_curve_counts_as_converged():
+    """train.converged reads a best epoch among the last as 'still improving'; under a schedule that has decayed the
+    rate to ~zero and a validation curve that has levelled off, the schedule ended the run and it is converged. A
+    curve still rising at the end, a rate still high, or an epoch budget not used up keep the recorded flag."""
+    n = 80
+    rates = [1e-2 * 0.5 * (1 + np.cos(np.pi * i / n)) for i in range(1, n + 1)]       # cosine to ~0
+    flat = [0.5 + 0.2 * (1 - np.exp(-i / 10)) for i in range(n)]                        # rises, then levels off
+    assert ex.levelled(_finished(flat, rates))
+    rising = [0.3 + 0.005 * i for i in range(n)]                                        # +0.025 in the last 5
+    assert not ex.levelled(_finished(rising, rates))
+    assert not ex.levelled(_finished(flat, [1e-2] * n))                                 # constant rate: budget ended it
+    assert not ex.levelled(_finished(flat[:60], rates[:60], epochs=n))                  # stopped early: its own flag
+    assert not ex.levelled(_finished(flat, rates, status="diverged"))
+    assert not ex.levelled({"status": "ok", "diverged_epoch": None, "converged": True, "config": {"epochs": 2}})
+    assert not ex.levelled(_finished([0.5, float("nan")] * 40, rates))
+
+
+def test_load_runs_reads_the_annealing_rule_into_the_gate(store):
+    """load_runs' converged column is the recorded flag or the annealing rule, and levelled says which runs the rule
+    admitted; the stored record keeps what training recorded."""
+    ex.run_sweep(ex.sweep(TINY, depth=[1]), progress=False)
+    (path,) = store.glob("*.json")
+    record = json.loads(path.read_text())
+    n = record["config"]["epochs"] = 8
+    record["converged"] = False
+    record["history"] = [{**record["history"][0], "val_score": 0.6 + 0.0005 * i, "lr": 1e-3 * (1 - i / n) ** 4}
+                         for i in range(n)]
+    path.write_text(json.dumps(record))
+    row = ex.load_runs().iloc[0]
+    assert bool(row["converged"]) and bool(row["levelled"])
+    assert json.loads(path.read_text())["converged"] is False

@@ -178,8 +178,14 @@ def failed_text(runs: pd.DataFrame, failed: pd.DataFrame) -> str:
     ecg = runs[runs["dataset"] != "synthetic"] if len(runs) else runs
     if not len(ecg):
         return "*No stored ECG runs.*"
+    levelled = int(ecg["levelled"].fillna(False).astype(bool).sum()) if "levelled" in ecg else 0
+    annealed = (f" {levelled} runs that ran their whole budget count as converged because their learning rate had "
+                f"annealed to at most {experiments.ANNEALED:.0%} of its peak and their validation score gained less "
+                f"than {experiments.LEVEL_TOL:g} over their last epochs (`ecglib.experiments.levelled`)."
+                if levelled else "")
     return (f"{int(failed['not usable'].sum()) if len(failed) else 0} of {len(ecg)} stored ECG runs are left out of "
-            "every comparison (diverged, unconverged or collapsed); the configurations with at least one such run:")
+            f"every comparison (diverged, unconverged or collapsed); the configurations with at least one such run are "
+            f"in the table below.{annealed}")
 
 
 # ---- our numbers beside the published ones ----
