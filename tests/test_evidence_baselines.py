@@ -198,6 +198,11 @@ def test_more_data_repeats_the_equal_effort_runs_on_more_records_paired_by_seed(
     text = ev.data_text(runs.assign(converged=[True] * 5 + [False]), effort, data)
     assert "(2 seeds)" in text
     assert ev.data_text(runs, effort, {}).startswith("This profile trains every family on its stated share")
+    assert "More data made a family train" not in ev.data_text(runs, effort, data)
+    # a family that failed in 2 of 3 seeds on the smaller share and trained in all on more data is named
+    text = ev.data_text(runs.assign(converged=[True, False, False] + [True] * 3), effort, data)
+    assert "More data made a family train that mostly failed without it: the plain CNN (1 of 3 seeds trained on the " \
+           "smaller share, 3 of 3 on this one)." in text
 
 
 def test_more_data_is_checked_before_anything_trains():

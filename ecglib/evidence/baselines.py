@@ -252,7 +252,7 @@ def data_text(runs: pd.DataFrame, base: dict, data: dict) -> str:
         return "This profile trains every family on its stated share of the training records only (`more_data` is empty)."
     lines = []
     for task in dict.fromkeys(t for t, _ in data):
-        scores, moved = {}, {"gained": [], "lost": [], "no clear change": []}
+        scores, moved, rescued = {}, {"gained": [], "lost": [], "no clear change": []}, []
         for (t, family), configs in data.items():
             if t != task:
                 continue
@@ -261,6 +261,11 @@ def data_text(runs: pd.DataFrame, base: dict, data: dict) -> str:
             both = pd.concat([runs[runs["key"].isin(k)].assign(arm=arm) for arm, k in keys.items()])
             ok = protocol.usable(both)
             after = ok[ok["arm"] == "after"]
+            trained = {arm: (ok[ok["arm"] == arm]["seed"].nunique(), both[both["arm"] == arm]["seed"].nunique())
+                       for arm in ("before", "after")}
+            if trained["before"][0] * 2 < trained["before"][1] and trained["after"][0] * 2 >= trained["after"][1]:
+                rescued.append(f"the {name} ({trained['before'][0]} of {trained['before'][1]} seeds trained on the "
+                               f"smaller share, {trained['after'][0]} of {trained['after'][1]} on this one)")
             if after.empty:
                 continue
             scores[name] = (*stats.ci(after["test_score"], "test_score"), len(after))
@@ -280,7 +285,10 @@ def data_text(runs: pd.DataFrame, base: dict, data: dict) -> str:
             text += (f", {top['value'] - mean:.3f} below the best published score ({top['value']:g} "
                      f"{{cite}}`{top['source']}`: {top['comparable']})")
         said = "; ".join(f"{how}: {', '.join(names)}" for how, names in moved.items() if names)
-        lines.append(text + "." + (f" Paired by seed with the smaller share ({said})." if said else ""))
+        text += "." + (f" Paired by seed with the smaller share ({said})." if said else "")
+        if rescued:
+            text += " More data made a family train that mostly failed without it: " + "; ".join(rescued) + "."
+        lines.append(text)
     return "\n".join(lines)
 
 
