@@ -171,20 +171,26 @@ def effort_sweeps(selections: dict, seeds, equal_effort: dict | None, remedies: 
             for (t, family), sel in selections.items() if t == task}
 
 
+def _arms(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Two arms of the same seeds as one table (column arm: before, after), its usable rows, and their test-score
+    difference (after - before) paired by seed: mean, low, high, n."""
+    both = pd.concat([before.assign(arm="before"), after.assign(arm="after")])
+    ok = protocol.usable(both)
+    return both, ok, stats.paired_diff(ok, "arm", "test_score", "after", "before", missing="nan").iloc[0]
+
+
 def _compare(before: pd.DataFrame, after: pd.DataFrame, task: str, family: str, names: tuple[str, str]) -> dict:
     """One table row: seeds that trained, test score (mean [95% CI] over usable runs) and mean best epoch of two arms
     of the same seeds, and their difference (after - before) paired by seed."""
     from ..ledger import fmt_ci
 
-    both = pd.concat([before.assign(arm="before"), after.assign(arm="after")])
-    ok = protocol.usable(both)
+    both, ok, d = _arms(before, after)
     row = {"task": TASKS[task], "family": FAMILY_LABELS.get(family, family)}
     for arm, name in zip(("before", "after"), names):
         g, u = both[both["arm"] == arm], ok[ok["arm"] == arm]
         row[f"trained, {name}"] = f"{u['seed'].nunique()}/{g['seed'].nunique()}"
         row[f"test score, {name}"] = "no usable run" if u.empty else fmt_ci(*stats.ci(u["test_score"], "test_score"))
         row[f"best epoch, {name}"] = round(float(g["best_epoch"].mean()), 1) if len(g) else float("nan")
-    d = stats.paired_diff(ok, "arm", "test_score", "after", "before", missing="nan").iloc[0]
     row["difference (paired)"] = fmt_ci(d["mean"], d["low"], d["high"]) if d["n"] else "no pair"
     return row
 
@@ -257,9 +263,8 @@ def data_text(runs: pd.DataFrame, base: dict, data: dict) -> str:
             if t != task:
                 continue
             name = FAMILY_LABELS.get(family, family)
-            keys = {"before": [c.key for c in base[(t, family)]], "after": [c.key for c in configs]}
-            both = pd.concat([runs[runs["key"].isin(k)].assign(arm=arm) for arm, k in keys.items()])
-            ok = protocol.usable(both)
+            both, ok, d = _arms(runs[runs["key"].isin([c.key for c in base[(t, family)]])],
+                                runs[runs["key"].isin([c.key for c in configs])])
             after = ok[ok["arm"] == "after"]
             trained = {arm: (ok[ok["arm"] == arm]["seed"].nunique(), both[both["arm"] == arm]["seed"].nunique())
                        for arm in ("before", "after")}
@@ -269,7 +274,6 @@ def data_text(runs: pd.DataFrame, base: dict, data: dict) -> str:
             if after.empty:
                 continue
             scores[name] = (*stats.ci(after["test_score"], "test_score"), len(after))
-            d = stats.paired_diff(ok, "arm", "test_score", "after", "before", missing="nan").iloc[0]
             if d["n"] >= 2:
                 moved["gained" if d["low"] > 0 else "lost" if d["high"] < 0 else "no clear change"].append(name)
         share = f"{data[next(k for k in data if k[0] == task)][0].train_fraction:.0%} of the training records"
