@@ -505,11 +505,12 @@ def ds1_folds(beats: dict[str, np.ndarray]) -> list[list[str]]:
 
 def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, float] = (0.25, 0.45),
                  lead: str = "MLII", normalize: bool = True, seed: int = 0, fold: int = 0,
-                 rr: bool = False, holdout: float = 0.0) -> dict[str, Split]:
+                 rr: bool = False, holdout: float = 0.0, template: bool = False) -> dict[str, Split]:
     """MIT-BIH beats in AAMI classes, split into train / val / test (and "seen" with `holdout`).
 
     rr=True adds the beat's rr_features as three more input channels, constant over the window: every model
-    family gets the same rhythm context through its ordinary input.
+    family gets the same rhythm context through its ordinary input. template=True adds, before them, the beat minus
+    its patient's template (patient_templates): what sets this beat apart from the patient's usual one.
 
     inter: val = DS1 fold `fold` (ds1_folds), train = the other DS1 records, test = DS2: no patient in
     two sets. intra: the same 44 records' beats split at random (`seed`), stratified by class, into sets
@@ -544,18 +545,32 @@ def mitdb_splits(scheme: str = "inter", fs: float = 360, window: tuple[float, fl
         index = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
     meta_cols = ["record", "sample", "symbol", "aami", "rhythm", "padded"]
 
+    templates = patient_templates(beats) if template else None
+
     def inputs(i):
-        if not rr:
-            return beats["X"][i]
         x = beats["X"][i]
-        context = np.broadcast_to(beats["rr"][i][:, :, None], (len(i), len(RR_FEATURES), x.shape[-1]))
-        return np.concatenate([x, context], axis=1)
+        parts = [x]
+        if template:
+            parts.append(x - np.stack(templates.loc[beats["record"][i]].to_numpy()))
+        if rr:
+            parts.append(np.broadcast_to(beats["rr"][i][:, :, None], (len(i), len(RR_FEATURES), x.shape[-1])))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else x
 
     return {
         part: Split(X=inputs(i), y=y[i], classes=list(AAMI_CLASSES), fs=float(fs),
                     meta=pd.DataFrame({c: beats[c][i] for c in meta_cols}))
         for part, i in index.items()
     }
+
+
+def patient_templates(beats: dict[str, np.ndarray]) -> pd.Series:
+    """record -> its template: the median of all its beat windows, [channels, length]. A label-free summary of one
+    patient's usual beat (every record is mostly one beat type), read from the recording alone, as a new patient's
+    would be; the beat minus it shows a beat's shape relative to this patient, as rr_features show its timing
+    relative to this patient's rhythm. Morphology differs more between patients than between N and S beats of one
+    patient, which is what an inter-patient split tests."""
+    return pd.Series({r: np.median(beats["X"][beats["record"] == r], axis=0)
+                      for r in pd.unique(beats["record"])})
 
 
 def _tail_holdout(record: np.ndarray, sample: np.ndarray, train: np.ndarray, share: float) -> dict[str, np.ndarray]:

@@ -62,6 +62,7 @@ class RunConfig:
     fs: float | None = None              # None: the dataset default (DEFAULT_FS)
     window: tuple = (0.25, 0.45)         # mitdb: seconds before / after the R peak
     rr: bool = False                     # mitdb: add RR-interval channels (data.rr_features)
+    template: bool = False               # mitdb: add a channel, the beat minus its patient's median beat
     crop_s: float = 30.0                 # cinc2017: crop length; random crops while training
     span: int = 3                        # synthetic: pattern-span task
     length: int = 256
@@ -138,6 +139,9 @@ class RunConfig:
             raise ValueError(f"lag {self.lag} needs sequences longer than it: set length >= {self.lag + 1}")
         if self.rr and self.dataset != "mitdb":
             raise ValueError(f"rr (RR-interval channels) needs dataset mitdb, not {self.dataset!r}")
+        if self.template and self.dataset != "mitdb":
+            raise ValueError(f"template (the patient's median beat subtracted) needs dataset mitdb, not "
+                             f"{self.dataset!r}")
         for name in ("seen_holdout", "n_patients"):
             if getattr(self, name) != _DEFAULTS[name] and (self.dataset, self.split) != ("mitdb", "inter"):
                 raise ValueError(f"{name} picks DS1 training patients: it needs dataset mitdb and split inter, "
@@ -171,7 +175,7 @@ _FORMAT_FIELDS = frozenset((
     "train_fraction", "cap_per_class", "family", "depth", "width", "kernel_size", "dropout", "bidirectional",
     "conv_depth", "pool", "readout", "forget_bias", "epochs", "batch_size", "lr", "weight_decay", "schedule",
     "clip", "patience", "class_weighted", "max_batches", "seed", "probes", "permute_s"))
-# Added since (hashed only when set): seen_holdout, n_patients, train_beats, early_layers, early_lr_scale.
+# Added since (hashed only when set): seen_holdout, n_patients, train_beats, early_layers, early_lr_scale, template.
 
 _MODEL_OPTIONS = ("kernel_size", "dropout", "bidirectional", "conv_depth", "pool", "readout", "forget_bias", "norm")
 
@@ -210,6 +214,7 @@ _RULES = {
     "n_patients": ("int?", lambda v: v >= 1, ">= 1, or null for every training record"),
     "train_beats": ("int?", lambda v: v >= 1, ">= 1, or null for no fixed count"),
     "rr": ("bool", None, ""),
+    "template": ("bool", None, ""),
     "family": ("choice", None, ""),
     "depth": ("int", lambda v: v >= 1, ">= 1"),
     "width": ("int", lambda v: v >= 1, ">= 1"),
@@ -335,7 +340,8 @@ def load_splits(config: RunConfig) -> dict:
 
     if config.dataset == "mitdb":
         splits = data.mitdb_splits(scheme=config.split, fs=config.fs, window=config.window, seed=0,
-                                   fold=validation_fold(config), rr=config.rr, holdout=config.seen_holdout)
+                                   fold=validation_fold(config), rr=config.rr, holdout=config.seen_holdout,
+                                   template=config.template)
         if config.n_patients is not None:
             splits = _patients(splits, config)
     elif config.dataset == "cinc2017":

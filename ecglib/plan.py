@@ -48,10 +48,10 @@ from ecglib import experiments as ex
 from ecglib.files import ROOT
 
 # The config fields that set the work of an epoch, besides depth: runs equal on these are priced from each other.
-COST_FIELDS = ("dataset", "family", "split", "fs", "window", "rr", "crop_s", "length", "n_train", "train_fraction",
+COST_FIELDS = ("dataset", "family", "split", "fs", "window", "rr", "template", "crop_s", "length", "n_train", "train_fraction",
                "cap_per_class", "seen_holdout", "n_patients", "train_beats", "width", "batch_size", "max_batches",
                "kernel_size", "bidirectional", "conv_depth", "pool", "lag")
-DATA_FIELDS = ("dataset", "split", "labels", "fs", "window", "rr", "crop_s", "span", "length", "n_train",
+DATA_FIELDS = ("dataset", "split", "labels", "fs", "window", "rr", "template", "crop_s", "span", "length", "n_train",
                "train_fraction", "cap_per_class", "seen_holdout", "n_patients", "train_beats", "lag")
 ROUGH = ("rough", "unpriced")
 TOTAL = "the profile (each run once)"
