@@ -13,6 +13,7 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import wfdb
@@ -239,6 +240,23 @@ def test_rr_features_are_patient_relative_intervals(tiny_data):
     np.testing.assert_allclose(np.exp(got[:-1, 1]), rr_s / np.r_[rr_s[0], rr_s].mean(), rtol=1e-5)  # post
     assert got[0, 0] == got[0, 1] and got[-1, 1] == got[-1, 0]        # edges borrow the other side
 
+
+def test_template_channel_is_the_beat_minus_its_patients_median_beat(tiny_data):
+    plain = data.mitdb_splits(fold=0)
+    both = data.mitdb_splits(fold=0, rr=True, template=True)
+    for part in ("train", "test"):
+        x, got = plain[part].X, both[part].X
+        assert got.shape == (x.shape[0], 2 + len(data.RR_FEATURES), x.shape[2])   # beat, template diff, RR
+        np.testing.assert_array_equal(got[:, 0], x[:, 0])
+        np.testing.assert_array_equal(got[:, 2:], data.mitdb_splits(fold=0, rr=True)[part].X[:, 1:])
+    # the median over all of a record's beats, whichever split they fall in: read without labels, as for a new patient
+    beats = pd.concat([s.meta.assign(i=range(len(s)), part=p) for p, s in plain.items()], ignore_index=True)
+    record = beats.record.iloc[0]
+    rows = beats[beats.record == record]
+    windows = np.concatenate([plain[p].X[g.i.to_numpy(), 0] for p, g in rows.groupby("part")])
+    first = rows.iloc[0]
+    np.testing.assert_allclose(both[first.part].X[first.i, 1],
+                               plain[first.part].X[first.i, 0] - np.median(windows, axis=0), atol=1e-6)
 
 def test_validation_folds_partition_ds1(tiny_data):
     folds = [sorted(set(data.mitdb_splits(fold=k)["val"].meta.record)) for k in range(data.N_FOLDS)]

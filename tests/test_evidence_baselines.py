@@ -215,3 +215,38 @@ def test_more_data_is_checked_before_anything_trains():
     for share in (0, 1.5, "all", True):
         with pytest.raises(ValueError, match=r"a number in \(0, 1\]"):
             ev.check_more_data({"cinc2017": share}, ["cnn"], None, {"cinc2017": "longer training"})
+
+
+def test_an_ablation_switches_one_option_off_at_each_selected_setting_paired_by_seed(world):
+    """Only the settings that switch the option on are ablated; the ablated configs differ from the final runs in
+    that option alone, and the table and text pair them by seed (with - without)."""
+    selections, _, _ = world
+    selections[("mitdb", "cnn")] = selection({**MITDB, "template": True}, "cnn")
+    sweeps = ev.ablation_sweeps(selections, [0, 1, 2], ["template"])
+    assert set(sweeps) == {("mitdb", "cnn", "template")}                      # the LSTM and CinC have it off
+    final = ex.sweep(selections[("mitdb", "cnn")].config, seed=[0, 1, 2])
+    for on, off in zip(final, sweeps[("mitdb", "cnn", "template")]):
+        assert off.template is False and off.key != on.key
+        assert {k: v for k, v in off.to_dict().items() if k != "template"} == \
+            {k: v for k, v in on.to_dict().items() if k != "template"}
+    scores = [(c, s) for cs, ss in ((final, [0.55, 0.57, 0.56]), (sweeps[("mitdb", "cnn", "template")], [0.45, 0.48, 0.47]))
+              for c, s in zip(cs, ss)]
+    runs = pd.DataFrame([{**c.to_dict(), "key": c.key, "status": "ok", "converged": True, "collapsed": False,
+                          "test_score": s, "best_epoch": 5} for c, s in scores])
+    t = ev.ablation_table(runs, sweeps).set_index("family")
+    assert t.loc["plain CNN", "option"] == "template" and t.loc["plain CNN", "trained, with template"] == "3/3"
+    assert t.loc["plain CNN", "difference (paired)"].startswith("0.093 [")     # (0.10 + 0.09 + 0.09) / 3
+    assert ev.ablation_text(runs, sweeps).startswith("- MIT-BIH, inter-patient, `template`: it helped the plain CNN "
+                                                     "(0.093 [")
+    hurt = runs.assign(test_score=[s for _, s in scores][::-1])             # the arms swapped: the option hurts
+    assert "it hurt the plain CNN" in ev.ablation_text(hurt, sweeps)
+    assert ev.ablation_text(runs, {}).startswith("This profile ablates no input option")
+    assert ev.ablation_sweeps(selections, [0], []) == {}
+
+
+def test_ablations_are_checked_before_anything_trains():
+    ev.check_ablations(["template", "rr"])
+    ev.check_ablations(None)
+    for bad in (["lr"], ["templates"]):
+        with pytest.raises(ValueError, match=r"switches off an on/off run option; valid: .*template"):
+            ev.check_ablations(bad)

@@ -88,6 +88,10 @@ def test_class_cap_keeps_at_most_cap_items_per_class():
     assert np.bincount(y[idx]).tolist() == [10, 5, 10] and np.all(np.diff(idx) > 0)
     with pytest.raises(ValueError, match="rr .*needs dataset mitdb"):
         ex.RunConfig(dataset="cinc2017", rr=True)
+    with pytest.raises(ValueError, match="template .*needs dataset mitdb"):
+        ex.RunConfig(dataset="cinc2017", template=True)
+    # an option added after the store format: a run without it keeps its stored key
+    assert ex.RunConfig(template=False).key == ex.RunConfig().key != ex.RunConfig(template=True).key
 
 
 def test_mitdb_seeds_validate_on_their_own_fold():

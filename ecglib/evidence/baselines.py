@@ -128,7 +128,9 @@ def describe(profile: str, mitdb_base: dict, cinc_base: dict, selection_seeds, s
     budget = lambda base: ", ".join(str(base.get(k, experiments.RunConfig.__dataclass_fields__[k].default))
                                     for k in ("epochs", "patience", "batch_size"))
     return (f"Profile **{profile}**. MIT-BIH beats at {mitdb_base['fs']:g} Hz"
-            f"{' with RR-interval channels' if mitdb_base.get('rr') else ''}, all of DS1 but its validation fold"
+            f"{' with RR-interval channels' if mitdb_base.get('rr') else ''}"
+            f"{' and the patient-template channel' if mitdb_base.get('template') else ''}, all of DS1 but its "
+            f"validation fold"
             f"{f', at most {cap} training beats per class (the N beats are subsampled, seeded)' if cap else ''}; "
             f"CinC 2017 at {cinc_base['fs']:g} Hz, {cinc_base['crop_s']:g} s crops, "
             f"{cinc_base.get('train_fraction', 1.0):.0%} of the training records. Budget (epochs, patience, batch "
@@ -293,6 +295,62 @@ def data_text(runs: pd.DataFrame, base: dict, data: dict) -> str:
         if rescued:
             text += " More data made a family train that mostly failed without it: " + "; ".join(rescued) + "."
         lines.append(text)
+    return "\n".join(lines)
+
+
+def check_ablations(ablations) -> None:
+    """Refuse, before anything trains, an ablation that is not an on/off input option of a run (RunConfig)."""
+    fields = experiments.RunConfig.__dataclass_fields__
+    bad = [f for f in ablations or () if f not in fields or not isinstance(fields[f].default, bool)]
+    if bad:
+        options = sorted(f for f, v in fields.items() if isinstance(v.default, bool))
+        raise ValueError(f"ablations {bad}: an ablation switches off an on/off run option; valid: {', '.join(options)}")
+
+
+def ablation_sweeps(selections: dict, seeds, ablations) -> dict[tuple, list]:
+    """(task, family, option) -> run configs: every selected setting that switches `option` on, with it switched
+    off, one run per seed. Paired by seed with the final runs, they measure what the option adds at settings chosen
+    with it (the settings are not searched again without it)."""
+    check_ablations(ablations)
+    return {(task, family, option): [dataclasses.replace(c, **{option: False})
+                                     for c in experiments.sweep(sel.config, seed=list(seeds))]
+            for option in ablations or () for (task, family), sel in selections.items() if sel.config.get(option)}
+
+
+def ablation_table(runs: pd.DataFrame, sweeps: dict) -> pd.DataFrame:
+    """Per task, family and ablated option: seeds that trained and test score without the option and with it (the
+    final runs of the same seeds), and their difference (with - without) paired by seed."""
+    rows = []
+    for (task, family, option), configs in sweeps.items():
+        off = [c.key for c in configs]
+        on = [dataclasses.replace(c, **{option: True}).key for c in configs]
+        rows.append({"option": option, **_compare(runs[runs["key"].isin(off)], runs[runs["key"].isin(on)], task,
+                                                   family, (f"without {option}", f"with {option}"))})
+    return pd.DataFrame(rows)
+
+
+def ablation_text(runs: pd.DataFrame, sweeps: dict) -> str:
+    """Each ablated option in words, per task: the families it helped (paired interval above zero), hurt, or left
+    within the noise, with each difference."""
+    from ..ledger import fmt_ci
+
+    if not sweeps:
+        return "This profile ablates no input option (`ablations` is empty)."
+    lines = []
+    for task, option in dict.fromkeys((t, o) for t, _, o in sweeps):
+        moved = {"helped": [], "hurt": [], "left within the noise": []}
+        for (t, family, o), configs in sweeps.items():
+            if (t, o) != (task, option):
+                continue
+            on = [dataclasses.replace(c, **{option: True}).key for c in configs]
+            _, _, d = _arms(runs[runs["key"].isin([c.key for c in configs])], runs[runs["key"].isin(on)])
+            if d["n"] < 2:
+                continue
+            how = "helped" if d["low"] > 0 else "hurt" if d["high"] < 0 else "left within the noise"
+            moved[how].append(f"the {FAMILY_LABELS.get(family, family)} ({fmt_ci(d['mean'], d['low'], d['high'])}, "
+                              f"{int(d['n'])} pairs)")
+        said = "; ".join(f"it {how} {', '.join(names)}" for how, names in moved.items() if names)
+        lines.append(f"- {TASKS[task]}, `{option}`: " + (said + "." if said else "too few paired seeds to say."))
     return "\n".join(lines)
 
 
