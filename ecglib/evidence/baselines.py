@@ -317,15 +317,19 @@ def ablation_sweeps(selections: dict, seeds, ablations) -> dict[tuple, list]:
             for option in ablations or () for (task, family), sel in selections.items() if sel.config.get(option)}
 
 
+def _ablation_arms(runs: pd.DataFrame, option: str, configs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of an ablation's configs (`option` off) and of the same configs with it on (the final runs)."""
+    on = [dataclasses.replace(c, **{option: True}).key for c in configs]
+    return runs[runs["key"].isin([c.key for c in configs])], runs[runs["key"].isin(on)]
+
+
 def ablation_table(runs: pd.DataFrame, sweeps: dict) -> pd.DataFrame:
     """Per task, family and ablated option: seeds that trained and test score without the option and with it (the
     final runs of the same seeds), and their difference (with - without) paired by seed."""
     rows = []
     for (task, family, option), configs in sweeps.items():
-        off = [c.key for c in configs]
-        on = [dataclasses.replace(c, **{option: True}).key for c in configs]
-        rows.append({"option": option, **_compare(runs[runs["key"].isin(off)], runs[runs["key"].isin(on)], task,
-                                                   family, (f"without {option}", f"with {option}"))})
+        rows.append({"option": option, **_compare(*_ablation_arms(runs, option, configs), task, family,
+                                                   (f"without {option}", f"with {option}"))})
     return pd.DataFrame(rows)
 
 
@@ -342,8 +346,7 @@ def ablation_text(runs: pd.DataFrame, sweeps: dict) -> str:
         for (t, family, o), configs in sweeps.items():
             if (t, o) != (task, option):
                 continue
-            on = [dataclasses.replace(c, **{option: True}).key for c in configs]
-            _, _, d = _arms(runs[runs["key"].isin([c.key for c in configs])], runs[runs["key"].isin(on)])
+            _, _, d = _arms(*_ablation_arms(runs, option, configs))
             if d["n"] < 2:
                 continue
             how = "helped" if d["low"] > 0 else "hurt" if d["high"] < 0 else "left within the noise"
